@@ -1,0 +1,127 @@
+# dmp - one Makefile for the library, the agent, the CLI, tests and bench.
+#
+#   make            build/bin/{dmpd,dmp}, build/lib/libdmp.{a,so}, examples
+#   make test       install missing Debian packages, build, run every test
+#   make demo       install missing packages, build, run the main job
+#   make bench      benchmarks against Python multiprocessing and raw ZeroMQ
+#   make install    PREFIX=/usr/local DESTDIR=
+#
+# Dependencies come from pkg-config; deploy/install-deps.sh names (and on
+# Debian/Ubuntu installs) what is missing.
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+B       := build
+CC      ?= cc
+DEPS    := libzmq libsodium libprotobuf-c
+
+# Recursive (=) on purpose: evaluated after `make deps` has installed them.
+PKG_CFLAGS = $(shell pkg-config --cflags $(DEPS))
+PKG_LIBS   = $(shell pkg-config --libs $(DEPS)) -lpthread -lm
+CMOCKA     = $(shell pkg-config --cflags --libs cmocka)
+
+CFLAGS  ?= -O2 -g
+WARN    := -std=c11 -Wall -Wextra -Wshadow -Wno-missing-field-initializers -Wno-format-truncation
+ifeq ($(CI),true)
+WARN    += -Werror
+endif
+CPPFLAGS := -DDMP_DEFAULT_DMPD='"$(PREFIX)/bin/dmpd"' \
+            -Ilibdmp/include -Ilibdmp/src -I$(B)/gen
+ALL_CFLAGS = $(WARN) $(CFLAGS) $(CPPFLAGS) $(PKG_CFLAGS) -fPIC -fvisibility=hidden
+
+LIB_SRC  := $(wildcard libdmp/src/*.c)
+LIB_OBJ  := $(LIB_SRC:libdmp/src/%.c=$(B)/obj/lib/%.o) $(B)/obj/lib/dmp.pb-c.o
+DMPD_SRC := $(wildcard node/dmpd/*.c)
+DMPD_OBJ := $(DMPD_SRC:node/dmpd/%.c=$(B)/obj/dmpd/%.o)
+CLI_SRC  := $(wildcard node/cli/*.c)
+CLI_OBJ  := $(CLI_SRC:node/cli/%.c=$(B)/obj/cli/%.o)
+SUP_SRC  := $(wildcard tests/support/*.c)
+SUP_OBJ  := $(SUP_SRC:tests/support/%.c=$(B)/obj/support/%.o)
+UNIT     := $(patsubst tests/unit/%.c,$(B)/tests/unit/%,$(wildcard tests/unit/test_*.c))
+INTEG    := $(patsubst tests/integration/%.c,$(B)/tests/integration/%,$(wildcard tests/integration/test_*.c))
+BENCH    := $(patsubst tests/bench/%.c,$(B)/tests/bench/%,$(wildcard tests/bench/bench_*.c))
+EXAMPLES := $(patsubst libdmp/examples/%.c,$(B)/examples/%,$(wildcard libdmp/examples/*.c))
+LIBA     := $(B)/lib/libdmp.a
+LIBSO    := $(B)/lib/libdmp.so
+
+.PHONY: all deps check-deps test test-unit test-integration demo bench install clean
+all: check-deps $(B)/bin/dmpd $(B)/bin/dmp $(LIBA) $(LIBSO) $(B)/lib/libdmp.pc $(EXAMPLES)
+
+check-deps:
+	@deploy/install-deps.sh --check
+deps:
+	@deploy/install-deps.sh --install
+
+$(B)/gen/dmp.pb-c.c $(B)/gen/dmp.pb-c.h: proto/dmp.proto
+	@mkdir -p $(B)/gen
+	protoc-c --proto_path=proto --c_out=$(B)/gen proto/dmp.proto
+
+$(B)/obj/lib/dmp.pb-c.o: $(B)/gen/dmp.pb-c.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Wno-shadow -c $< -o $@
+$(B)/obj/lib/%.o: libdmp/src/%.c libdmp/src/dmp_impl.h libdmp/include/dmp.h $(B)/gen/dmp.pb-c.h
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+$(B)/obj/dmpd/%.o: node/dmpd/%.c $(wildcard node/dmpd/*.h) libdmp/src/dmp_impl.h libdmp/include/dmp.h
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Inode/dmpd -c $< -o $@
+$(B)/obj/cli/%.o: node/cli/%.c $(wildcard node/cli/*.h) libdmp/src/dmp_impl.h libdmp/include/dmp.h
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Inode/cli -c $< -o $@
+$(B)/obj/support/%.o: tests/support/%.c $(wildcard tests/support/*.h) libdmp/include/dmp.h
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Itests/support -c $< -o $@
+
+$(LIBA): $(LIB_OBJ)
+	@mkdir -p $(@D)
+	rm -f $@ && ar rcs $@ $^
+$(LIBSO): $(LIB_OBJ)
+	@mkdir -p $(@D)
+	$(CC) -shared -Wl,-soname,libdmp.so.0 -o $@ $^ $(PKG_LIBS)
+$(B)/lib/libdmp.pc: Makefile
+	@mkdir -p $(@D)
+	printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: libdmp\nDescription: Python multiprocessing in C, across machines\nVersion: 0.1.0\nRequires.private: libzmq libsodium libprotobuf-c\nLibs: -L$${libdir} -ldmp\nLibs.private: -lpthread\nCflags: -I$${includedir}\n' '$(PREFIX)' > $@
+
+$(B)/bin/dmpd: $(DMPD_OBJ) $(LIBA)
+	@mkdir -p $(@D)
+	$(CC) -o $@ $(DMPD_OBJ) $(LIBA) $(PKG_LIBS)
+$(B)/bin/dmp: $(CLI_OBJ) $(LIBA)
+	@mkdir -p $(@D)
+	$(CC) -o $@ $(CLI_OBJ) $(LIBA) $(PKG_LIBS)
+$(B)/examples/%: libdmp/examples/%.c $(LIBA)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIBA) $(PKG_LIBS)
+
+$(B)/tests/%: tests/%.c $(SUP_OBJ) $(LIBA) $(wildcard tests/support/*.h)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Itests/support -o $@ $< $(SUP_OBJ) $(LIBA) $(PKG_LIBS) $(CMOCKA) -lm
+
+test: deps
+	$(MAKE) all $(UNIT) $(INTEG)
+	tests/run.sh $(UNIT) $(INTEG) tests/integration/*.sh
+
+test-unit: all $(UNIT)
+	tests/run.sh $(UNIT)
+
+test-integration: all $(INTEG)
+	tests/run.sh $(INTEG) tests/integration/*.sh
+
+demo: deps
+	$(MAKE) all
+	deploy/demo.sh
+
+bench: deps
+	$(MAKE) all $(BENCH)
+	tests/bench/run.sh $(BENCH)
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
+	install -m 755 $(B)/bin/dmpd $(B)/bin/dmp $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 $(LIBA) $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(LIBSO) $(DESTDIR)$(PREFIX)/lib/libdmp.so.0
+	ln -sf libdmp.so.0 $(DESTDIR)$(PREFIX)/lib/libdmp.so
+	install -m 644 libdmp/include/dmp.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 $(B)/lib/libdmp.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+
+clean:
+	rm -rf $(B)

@@ -1,0 +1,177 @@
+/*
+ * dmp_impl.h - the library's internal umbrella header.
+ *
+ * Every .c of libdmp (and of the agent and CLI, which link libdmp.a)
+ * includes only this. Internal cross-file names carry the dmp__ prefix;
+ * file-local ones are static s_*. No protobuf-c type appears here: the
+ * wire module translates to the plain structs below.
+ */
+#ifndef DMP_IMPL_H
+#define DMP_IMPL_H
+
+#define DMP_BUILDING 1
+#include "dmp.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Bump when an incompatible change is made to proto/dmp.proto. */
+#define DMP_PROTOCOL_VERSION 1
+
+/* Largest frame any dmp socket accepts (ZMQ_MAXMSGSIZE), checked again
+ * before unpacking. Control messages are small; data frames come later. */
+#define DMP__WIRE_MAX (1u << 20)
+#define DMP__NAME_MAX 64   /* node and key names, with the NUL */
+#define DMP__ADDR_MAX 256  /* endpoints, with the NUL */
+#define DMP__TEXT_MAX 512  /* error texts, with the NUL */
+#define DMP__MEMBERS_MAX 1024
+#define DMP__Z85_KEY_LEN 40
+
+/* ---- Allocation: one indirection so tests can inject failures -------- */
+void *dmp__malloc(size_t size);
+void *dmp__calloc(size_t n, size_t size);
+void *dmp__realloc(void *ptr, size_t size);
+char *dmp__strdup(const char *s);
+void dmp__free(void *ptr);
+/* Test hook: the n-th allocation from now on fails (1 = the next one);
+ * n <= 0 turns injection off. Returns how many allocations were made since
+ * the last call, so fault loops know when to stop. */
+long dmp__alloc_fail_after(long n);
+
+/* ---- Logging --------------------------------------------------------- */
+void dmp__log(dmp_log_level_t level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+bool dmp__log_enabled(dmp_log_level_t level);
+
+/* ---- Small utilities ------------------------------------------------- */
+double dmp__now(void);      /* monotonic seconds */
+uint64_t dmp__now_ms(void); /* monotonic milliseconds */
+/* Copies with truncation, always NUL-terminates; returns strlen(src). */
+size_t dmp__strlcpy(char *dst, const char *src, size_t size);
+/* Node and key names: 1-63 of [A-Za-z0-9._-], not starting with '.' */
+bool dmp__name_valid(const char *name);
+/* tcp://HOST:PORT or ipc://PATH, printable ASCII, under DMP__ADDR_MAX */
+bool dmp__endpoint_valid(const char *ep);
+bool dmp__utf8_valid(const char *s);
+/* Milliseconds for zmq_poll from seconds: DMP_FOREVER -> -1, <= 0 -> 0. */
+long dmp__timeout_ms(double seconds);
+/* Parses a duration/number; rejects junk, NaN, inf, negatives. */
+int dmp__parse_seconds(const char *s, double *out);
+int dmp__parse_uint(const char *s, unsigned long max, unsigned long *out);
+
+/* ---- Keys ------------------------------------------------------------ */
+typedef struct {
+    char public_z85[DMP__Z85_KEY_LEN + 1];
+    char secret_z85[DMP__Z85_KEY_LEN + 1]; /* wiped by dmp__keypair_wipe */
+} dmp__keypair_t;
+
+bool dmp__z85_key_valid(const char *z85);
+/* Loads a secret key file: refuses group/other-readable files and
+ * malformed keys (DMP_EKEY, reason in err), derives the public key. */
+int dmp__key_load_secret(const char *path, dmp__keypair_t *kp, char *err,
+                         size_t errlen);
+/* A public key from a .pub file, or the 40 Z85 characters themselves. */
+int dmp__key_load_public(const char *path_or_z85,
+                         char out[DMP__Z85_KEY_LEN + 1], char *err,
+                         size_t errlen);
+/* A short fingerprint for logs: 12 hex characters of SHA-256(key). */
+void dmp__key_fingerprint(const uint8_t key[32], char out[13]);
+void dmp__key_fingerprint_z85(const char *z85, char out[13]);
+void dmp__keypair_wipe(dmp__keypair_t *kp);
+/* Refuses a directory others may write to (DMP_EKEY with reason). */
+int dmp__keys_dir_check(const char *dir, char *err, size_t errlen);
+
+/* ---- Config files: "key = value" lines, '#' comments ----------------- */
+typedef int (*dmp__config_fn)(const char *key, const char *value, void *arg,
+                              char *err, size_t errlen);
+/* Calls fn for each setting in order. Errors name file and line. */
+int dmp__config_parse(const char *path, dmp__config_fn fn, void *arg,
+                      char *err, size_t errlen);
+
+/* ---- Wire: plain messages; dmp_wire.c is the only protobuf-c user ---- */
+typedef enum {
+    DMP__MSG_NONE = 0,
+    DMP__MSG_HELLO,
+    DMP__MSG_ERROR,
+    DMP__MSG_HEARTBEAT,
+    DMP__MSG_NODES_REQUEST,
+    DMP__MSG_NODES_REPLY,
+} dmp__msg_kind_t;
+
+typedef struct {
+    char name[DMP__NAME_MAX];
+    char address[DMP__ADDR_MAX];
+} dmp__member_t;
+
+typedef struct {
+    uint64_t id;        /* request id, echoed in replies */
+    uint32_t version;   /* sender's DMP_PROTOCOL_VERSION */
+    dmp__msg_kind_t kind;
+    union {
+        struct {
+            uint32_t version;
+            char node[DMP__NAME_MAX];
+            char role[16];
+        } hello;
+        struct {
+            int code;
+            char text[DMP__TEXT_MAX];
+        } error;
+        struct {
+            char node[DMP__NAME_MAX];
+            char address[DMP__ADDR_MAX];
+            uint32_t cores;
+            double load;
+            uint64_t uptime_ms;
+            uint64_t incarnation;
+            uint32_t processes;
+            dmp__member_t *members; /* owned; freed by dmp__msg_clear */
+            size_t n_members;
+        } heartbeat;
+        struct {
+            dmp_node_info_t *nodes; /* owned; freed by dmp__msg_clear */
+            size_t n_nodes;
+        } nodes_reply;
+    } u;
+} dmp__msg_t;
+
+/* Encodes into a new buffer. Caller owns *buf_p; free with dmp__free. */
+int dmp__wire_encode(const dmp__msg_t *msg, uint8_t **buf_p, size_t *len_p);
+/* Decodes and validates one frame. DMP_EPROTO for anything malformed or
+ * out of range (size, enum, strings, numbers), -ENOMEM. On error *msg is
+ * left empty. Free the result with dmp__msg_clear. */
+int dmp__wire_decode(const uint8_t *buf, size_t len, dmp__msg_t *msg);
+void dmp__msg_clear(dmp__msg_t *msg);
+/* Fills an Error message. */
+void dmp__msg_error(dmp__msg_t *msg, uint64_t id, int code, const char *fmt,
+                    ...) __attribute__((format(printf, 4, 5)));
+const char *dmp__msg_kind_name(dmp__msg_kind_t kind);
+
+/* ---- ZeroMQ helpers shared by the library, the agent and the CLI ----- */
+/* The ZAP domain every dmp CURVE server uses (never empty: see FAULTS). */
+#define DMP__ZAP_DOMAIN "dmp"
+
+/* Options every dmp socket gets: linger 0, frame limit, no handover. */
+int dmp__sock_defaults(void *sock);
+/* Makes sock a CURVE client of server_pub with our keypair. */
+int dmp__sock_curve_client(void *sock, const dmp__keypair_t *kp,
+                           const char *server_pub_z85);
+/* Makes sock a CURVE server enforcing ZAP in the dmp domain. */
+int dmp__sock_curve_server(void *sock, const dmp__keypair_t *kp);
+/* Encodes and sends msg as one frame (after an optional routing id). */
+int dmp__sock_send(void *sock, const void *rid, size_t rid_len,
+                   const dmp__msg_t *msg, int flags);
+/*
+ * Connects sock to endpoint and waits for the ZMTP handshake to finish.
+ * Returns 0 when it succeeded; DMP_EAUTH when the server refused our key;
+ * DMP_ESERVERKEY when the handshake failed otherwise (wrong server key, or
+ * not a dmp node); DMP_ENODE when nothing answered within timeout.
+ */
+int dmp__sock_connect_checked(void *ctx, void *sock, const char *endpoint,
+                              double timeout, char *err, size_t errlen);
+
+#endif /* DMP_IMPL_H */

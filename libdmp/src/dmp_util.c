@@ -1,0 +1,262 @@
+/*
+ * dmp_util.c - allocation indirection, logging, clocks, input checks.
+ *
+ * Every allocation in libdmp goes through dmp__malloc and friends so that
+ * tests can fail the n-th one (SQLite-style fault loops). The library logs
+ * nothing until the program installs a handler.
+ */
+#define _GNU_SOURCE
+#include "dmp_impl.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ---- allocation ------------------------------------------------------ */
+
+static atomic_long s_alloc_countdown; /* > 0: fail when it reaches 0 */
+static atomic_long s_alloc_count;     /* allocations since last reset */
+
+static bool
+s_alloc_should_fail(void)
+{
+    atomic_fetch_add(&s_alloc_count, 1);
+    long left = atomic_load(&s_alloc_countdown);
+    if (left <= 0)
+        return false;
+    return atomic_fetch_sub(&s_alloc_countdown, 1) == 1;
+}
+
+long
+dmp__alloc_fail_after(long n)
+{
+    long made = atomic_exchange(&s_alloc_count, 0);
+    atomic_store(&s_alloc_countdown, n > 0 ? n : 0);
+    return made;
+}
+
+void *
+dmp__malloc(size_t size)
+{
+    return s_alloc_should_fail() ? NULL : malloc(size ? size : 1);
+}
+
+void *
+dmp__calloc(size_t n, size_t size)
+{
+    return s_alloc_should_fail() ? NULL : calloc(n ? n : 1, size ? size : 1);
+}
+
+void *
+dmp__realloc(void *ptr, size_t size)
+{
+    return s_alloc_should_fail() ? NULL : realloc(ptr, size ? size : 1);
+}
+
+char *
+dmp__strdup(const char *s)
+{
+    size_t len = strlen(s) + 1;
+    char *copy = dmp__malloc(len);
+    if (copy)
+        memcpy(copy, s, len);
+    return copy;
+}
+
+void
+dmp__free(void *ptr)
+{
+    free(ptr);
+}
+
+/* ---- logging --------------------------------------------------------- */
+
+static pthread_mutex_t s_log_lock = PTHREAD_MUTEX_INITIALIZER;
+static dmp_log_fn s_log_fn;
+static void *s_log_arg;
+static atomic_int s_log_level = -1; /* -1: silent */
+
+void
+dmp_set_log_handler(dmp_log_fn fn, dmp_log_level_t level, void *arg)
+{
+    pthread_mutex_lock(&s_log_lock);
+    s_log_fn = fn;
+    s_log_arg = arg;
+    atomic_store(&s_log_level, fn ? (int)level : -1);
+    pthread_mutex_unlock(&s_log_lock);
+}
+
+bool
+dmp__log_enabled(dmp_log_level_t level)
+{
+    return (int)level <= atomic_load(&s_log_level);
+}
+
+void
+dmp__log(dmp_log_level_t level, const char *fmt, ...)
+{
+    if (!dmp__log_enabled(level))
+        return;
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    pthread_mutex_lock(&s_log_lock);
+    if (s_log_fn)
+        s_log_fn(level, line, s_log_arg);
+    pthread_mutex_unlock(&s_log_lock);
+}
+
+/* ---- clocks and strings ---------------------------------------------- */
+
+double
+dmp__now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+uint64_t
+dmp__now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+size_t
+dmp__strlcpy(char *dst, const char *src, size_t size)
+{
+    size_t len = strlen(src);
+    if (size) {
+        size_t n = len < size - 1 ? len : size - 1;
+        memcpy(dst, src, n);
+        dst[n] = '\0';
+    }
+    return len;
+}
+
+bool
+dmp__name_valid(const char *name)
+{
+    size_t len = strlen(name);
+    if (len == 0 || len >= DMP__NAME_MAX || name[0] == '.')
+        return false;
+    for (const char *p = name; *p; p++) {
+        char c = *p;
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                  (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+bool
+dmp__endpoint_valid(const char *ep)
+{
+    size_t len = strlen(ep);
+    if (len >= DMP__ADDR_MAX)
+        return false;
+    if (strncmp(ep, "tcp://", 6) != 0 && strncmp(ep, "ipc://", 6) != 0)
+        return false;
+    if (len <= 6)
+        return false;
+    for (const char *p = ep; *p; p++)
+        if (*p <= ' ' || *p > '~')
+            return false;
+    /* ipc://@name is an abstract socket: no permissions protect it. */
+    if (strncmp(ep, "ipc://@", 7) == 0)
+        return false;
+    if (strncmp(ep, "tcp://", 6) == 0) {
+        const char *colon = strrchr(ep + 6, ':');
+        if (!colon || colon == ep + 6 || colon[1] == '\0')
+            return false;
+        unsigned long port;
+        if (strcmp(colon + 1, "*") != 0 &&
+            (dmp__parse_uint(colon + 1, 65535, &port) != 0))
+            return false;
+    }
+    return true;
+}
+
+bool
+dmp__utf8_valid(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        unsigned char c = *p;
+        int extra;
+        uint32_t cp;
+        if (c < 0x80) {
+            p++;
+            continue;
+        } else if ((c & 0xE0) == 0xC0) {
+            extra = 1;
+            cp = c & 0x1F;
+        } else if ((c & 0xF0) == 0xE0) {
+            extra = 2;
+            cp = c & 0x0F;
+        } else if ((c & 0xF8) == 0xF0) {
+            extra = 3;
+            cp = c & 0x07;
+        } else {
+            return false;
+        }
+        for (int i = 1; i <= extra; i++) {
+            if ((p[i] & 0xC0) != 0x80)
+                return false;
+            cp = (cp << 6) | (p[i] & 0x3F);
+        }
+        /* Overlong forms, surrogates and values past U+10FFFF. */
+        static const uint32_t min_cp[4] = {0, 0x80, 0x800, 0x10000};
+        if (cp < min_cp[extra] || cp > 0x10FFFF ||
+            (cp >= 0xD800 && cp <= 0xDFFF))
+            return false;
+        p += extra + 1;
+    }
+    return true;
+}
+
+long
+dmp__timeout_ms(double seconds)
+{
+    if (isnan(seconds) || seconds <= 0)
+        return 0;
+    if (isinf(seconds) || seconds > 86400.0 * 365)
+        return -1;
+    long ms = (long)ceil(seconds * 1000.0);
+    return ms;
+}
+
+int
+dmp__parse_seconds(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || *end != '\0' || errno || !isfinite(v) || v < 0)
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
+int
+dmp__parse_uint(const char *s, unsigned long max, unsigned long *out)
+{
+    if (*s < '0' || *s > '9')
+        return -EINVAL;
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (*end != '\0' || errno || v > max)
+        return -EINVAL;
+    *out = v;
+    return 0;
+}

@@ -1,0 +1,344 @@
+/*
+ * dmp_wire.c - the only module that touches protobuf-c.
+ *
+ * Translates between one ZeroMQ frame holding a dmpwire.Envelope and the
+ * plain dmp__msg_t of dmp_impl.h. Decoding bounds the size before
+ * unpacking, unpacks with the library's allocator, and validates every
+ * field afterwards (protobuf-c checks neither enum ranges nor string
+ * contents): a dmp__msg_t that decode returns is safe to use as is.
+ */
+#define _GNU_SOURCE
+#include "dmp_impl.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "dmp.pb-c.h"
+
+static void *
+s_pb_alloc(void *data, size_t size)
+{
+    (void)data;
+    return dmp__malloc(size);
+}
+
+static void
+s_pb_free(void *data, void *ptr)
+{
+    (void)data;
+    dmp__free(ptr);
+}
+
+static ProtobufCAllocator s_allocator = {s_pb_alloc, s_pb_free, NULL};
+
+/* ---- encode ---------------------------------------------------------- */
+
+int
+dmp__wire_encode(const dmp__msg_t *msg, uint8_t **buf_p, size_t *len_p)
+{
+    Dmpwire__Envelope env = DMPWIRE__ENVELOPE__INIT;
+    Dmpwire__Hello hello = DMPWIRE__HELLO__INIT;
+    Dmpwire__Error error = DMPWIRE__ERROR__INIT;
+    Dmpwire__Heartbeat hb = DMPWIRE__HEARTBEAT__INIT;
+    Dmpwire__NodesRequest nreq = DMPWIRE__NODES_REQUEST__INIT;
+    Dmpwire__NodesReply nrep = DMPWIRE__NODES_REPLY__INIT;
+    Dmpwire__Member *members = NULL, **member_ptrs = NULL;
+    Dmpwire__NodeInfo *infos = NULL, **info_ptrs = NULL;
+    int rc = 0;
+
+    env.id = msg->id;
+    env.version = msg->version ? msg->version : DMP_PROTOCOL_VERSION;
+    switch (msg->kind) {
+    case DMP__MSG_HELLO:
+        hello.version = msg->u.hello.version;
+        hello.node = (char *)msg->u.hello.node;
+        hello.role = (char *)msg->u.hello.role;
+        env.body_case = DMPWIRE__ENVELOPE__BODY_HELLO;
+        env.hello = &hello;
+        break;
+    case DMP__MSG_ERROR:
+        error.code = msg->u.error.code;
+        error.text = (char *)msg->u.error.text;
+        env.body_case = DMPWIRE__ENVELOPE__BODY_ERROR;
+        env.error = &error;
+        break;
+    case DMP__MSG_HEARTBEAT: {
+        size_t n = msg->u.heartbeat.n_members;
+        hb.node = (char *)msg->u.heartbeat.node;
+        hb.address = (char *)msg->u.heartbeat.address;
+        hb.cores = msg->u.heartbeat.cores;
+        hb.load = msg->u.heartbeat.load;
+        hb.uptime_ms = msg->u.heartbeat.uptime_ms;
+        hb.incarnation = msg->u.heartbeat.incarnation;
+        hb.processes = msg->u.heartbeat.processes;
+        if (n) {
+            members = dmp__calloc(n, sizeof *members);
+            member_ptrs = dmp__calloc(n, sizeof *member_ptrs);
+            if (!members || !member_ptrs) {
+                rc = -ENOMEM;
+                goto out;
+            }
+            for (size_t i = 0; i < n; i++) {
+                Dmpwire__Member init = DMPWIRE__MEMBER__INIT;
+                members[i] = init;
+                members[i].name = (char *)msg->u.heartbeat.members[i].name;
+                members[i].address =
+                    (char *)msg->u.heartbeat.members[i].address;
+                member_ptrs[i] = &members[i];
+            }
+        }
+        hb.n_members = n;
+        hb.members = member_ptrs;
+        env.body_case = DMPWIRE__ENVELOPE__BODY_HEARTBEAT;
+        env.heartbeat = &hb;
+        break;
+    }
+    case DMP__MSG_NODES_REQUEST:
+        env.body_case = DMPWIRE__ENVELOPE__BODY_NODES_REQUEST;
+        env.nodes_request = &nreq;
+        break;
+    case DMP__MSG_NODES_REPLY: {
+        size_t n = msg->u.nodes_reply.n_nodes;
+        if (n) {
+            infos = dmp__calloc(n, sizeof *infos);
+            info_ptrs = dmp__calloc(n, sizeof *info_ptrs);
+            if (!infos || !info_ptrs) {
+                rc = -ENOMEM;
+                goto out;
+            }
+            for (size_t i = 0; i < n; i++) {
+                const dmp_node_info_t *src = &msg->u.nodes_reply.nodes[i];
+                Dmpwire__NodeInfo init = DMPWIRE__NODE_INFO__INIT;
+                infos[i] = init;
+                infos[i].name = (char *)src->name;
+                infos[i].address = (char *)src->address;
+                infos[i].state = (uint32_t)src->state;
+                infos[i].cores = src->cores;
+                infos[i].load = src->load;
+                infos[i].uptime_ms = src->uptime_ms;
+                infos[i].processes = src->processes;
+                infos[i].last_seen_ms = src->last_seen_ms;
+                info_ptrs[i] = &infos[i];
+            }
+        }
+        nrep.n_nodes = n;
+        nrep.nodes = info_ptrs;
+        env.body_case = DMPWIRE__ENVELOPE__BODY_NODES_REPLY;
+        env.nodes_reply = &nrep;
+        break;
+    }
+    default:
+        return -EINVAL;
+    }
+
+    size_t len = dmpwire__envelope__get_packed_size(&env);
+    if (len > DMP__WIRE_MAX) {
+        rc = -EMSGSIZE;
+        goto out;
+    }
+    uint8_t *buf = dmp__malloc(len);
+    if (!buf) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    dmpwire__envelope__pack(&env, buf);
+    *buf_p = buf;
+    *len_p = len;
+out:
+    dmp__free(members);
+    dmp__free(member_ptrs);
+    dmp__free(infos);
+    dmp__free(info_ptrs);
+    return rc;
+}
+
+/* ---- decode ---------------------------------------------------------- */
+
+/* Copies a decoded string into a fixed field; false when it does not fit
+ * or is not valid UTF-8. */
+static bool
+s_copy_str(char *dst, size_t size, const char *src)
+{
+    if (!src)
+        src = "";
+    if (strlen(src) >= size || !dmp__utf8_valid(src))
+        return false;
+    dmp__strlcpy(dst, src, size);
+    return true;
+}
+
+/* A node name field: empty or a valid name. */
+static bool
+s_copy_name(char *dst, const char *src, bool allow_empty)
+{
+    if (!s_copy_str(dst, DMP__NAME_MAX, src))
+        return false;
+    if (dst[0] == '\0')
+        return allow_empty;
+    return dmp__name_valid(dst);
+}
+
+/* An address field: empty or a valid endpoint. */
+static bool
+s_copy_addr(char *dst, const char *src)
+{
+    if (!s_copy_str(dst, DMP__ADDR_MAX, src))
+        return false;
+    return dst[0] == '\0' || dmp__endpoint_valid(dst);
+}
+
+static bool
+s_load_valid(double load)
+{
+    return isfinite(load) && load >= 0 && load < 1e6;
+}
+
+static int
+s_from_envelope(const Dmpwire__Envelope *env, dmp__msg_t *msg)
+{
+    msg->id = env->id;
+    msg->version = env->version;
+    switch (env->body_case) {
+    case DMPWIRE__ENVELOPE__BODY_HELLO:
+        msg->kind = DMP__MSG_HELLO;
+        msg->u.hello.version = env->hello->version;
+        if (!s_copy_name(msg->u.hello.node, env->hello->node, true) ||
+            !s_copy_str(msg->u.hello.role, sizeof msg->u.hello.role,
+                        env->hello->role))
+            return DMP_EPROTO;
+        return 0;
+    case DMPWIRE__ENVELOPE__BODY_ERROR:
+        msg->kind = DMP__MSG_ERROR;
+        msg->u.error.code = env->error->code;
+        /* Error codes are negative; 0 or positive would read as success. */
+        if (env->error->code >= 0 ||
+            !s_copy_str(msg->u.error.text, DMP__TEXT_MAX, env->error->text))
+            return DMP_EPROTO;
+        return 0;
+    case DMPWIRE__ENVELOPE__BODY_HEARTBEAT: {
+        const Dmpwire__Heartbeat *hb = env->heartbeat;
+        msg->kind = DMP__MSG_HEARTBEAT;
+        if (!s_copy_name(msg->u.heartbeat.node, hb->node, false) ||
+            !s_copy_addr(msg->u.heartbeat.address, hb->address) ||
+            !s_load_valid(hb->load) || hb->cores > 65536 ||
+            hb->n_members > DMP__MEMBERS_MAX)
+            return DMP_EPROTO;
+        msg->u.heartbeat.cores = hb->cores;
+        msg->u.heartbeat.load = hb->load;
+        msg->u.heartbeat.uptime_ms = hb->uptime_ms;
+        msg->u.heartbeat.incarnation = hb->incarnation;
+        msg->u.heartbeat.processes = hb->processes;
+        if (hb->n_members) {
+            msg->u.heartbeat.members =
+                dmp__calloc(hb->n_members, sizeof(dmp__member_t));
+            if (!msg->u.heartbeat.members)
+                return -ENOMEM;
+            msg->u.heartbeat.n_members = hb->n_members;
+            for (size_t i = 0; i < hb->n_members; i++) {
+                dmp__member_t *m = &msg->u.heartbeat.members[i];
+                if (!s_copy_name(m->name, hb->members[i]->name, false) ||
+                    !s_copy_addr(m->address, hb->members[i]->address))
+                    return DMP_EPROTO;
+            }
+        }
+        return 0;
+    }
+    case DMPWIRE__ENVELOPE__BODY_NODES_REQUEST:
+        msg->kind = DMP__MSG_NODES_REQUEST;
+        return 0;
+    case DMPWIRE__ENVELOPE__BODY_NODES_REPLY: {
+        const Dmpwire__NodesReply *rep = env->nodes_reply;
+        msg->kind = DMP__MSG_NODES_REPLY;
+        if (rep->n_nodes > DMP__MEMBERS_MAX)
+            return DMP_EPROTO;
+        if (rep->n_nodes) {
+            msg->u.nodes_reply.nodes =
+                dmp__calloc(rep->n_nodes, sizeof(dmp_node_info_t));
+            if (!msg->u.nodes_reply.nodes)
+                return -ENOMEM;
+            msg->u.nodes_reply.n_nodes = rep->n_nodes;
+        }
+        for (size_t i = 0; i < rep->n_nodes; i++) {
+            const Dmpwire__NodeInfo *src = rep->nodes[i];
+            dmp_node_info_t *dst = &msg->u.nodes_reply.nodes[i];
+            if (!s_copy_name(dst->name, src->name, false) ||
+                !s_copy_addr(dst->address, src->address) ||
+                src->state > DMP_NODE_DEAD || !s_load_valid(src->load) ||
+                src->cores > 65536)
+                return DMP_EPROTO;
+            dst->state = (dmp_node_state_t)src->state;
+            dst->cores = src->cores;
+            dst->load = src->load;
+            dst->uptime_ms = src->uptime_ms;
+            dst->processes = src->processes;
+            dst->last_seen_ms = src->last_seen_ms;
+        }
+        return 0;
+    }
+    default:
+        return DMP_EPROTO;
+    }
+}
+
+int
+dmp__wire_decode(const uint8_t *buf, size_t len, dmp__msg_t *msg)
+{
+    memset(msg, 0, sizeof *msg);
+    if (len > DMP__WIRE_MAX)
+        return DMP_EPROTO;
+    Dmpwire__Envelope *env = dmpwire__envelope__unpack(&s_allocator, len, buf);
+    if (!env)
+        return DMP_EPROTO; /* also what an allocation failure looks like */
+    int rc = s_from_envelope(env, msg);
+    dmpwire__envelope__free_unpacked(env, &s_allocator);
+    if (rc)
+        dmp__msg_clear(msg);
+    return rc;
+}
+
+void
+dmp__msg_clear(dmp__msg_t *msg)
+{
+    if (!msg)
+        return;
+    if (msg->kind == DMP__MSG_HEARTBEAT)
+        dmp__free(msg->u.heartbeat.members);
+    else if (msg->kind == DMP__MSG_NODES_REPLY)
+        dmp__free(msg->u.nodes_reply.nodes);
+    memset(msg, 0, sizeof *msg);
+}
+
+void
+dmp__msg_error(dmp__msg_t *msg, uint64_t id, int code, const char *fmt, ...)
+{
+    memset(msg, 0, sizeof *msg);
+    msg->id = id;
+    msg->version = DMP_PROTOCOL_VERSION;
+    msg->kind = DMP__MSG_ERROR;
+    msg->u.error.code = code < 0 ? code : DMP_EPROTO;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg->u.error.text, sizeof msg->u.error.text, fmt, ap);
+    va_end(ap);
+}
+
+const char *
+dmp__msg_kind_name(dmp__msg_kind_t kind)
+{
+    switch (kind) {
+    case DMP__MSG_NONE:
+        return "none";
+    case DMP__MSG_HELLO:
+        return "hello";
+    case DMP__MSG_ERROR:
+        return "error";
+    case DMP__MSG_HEARTBEAT:
+        return "heartbeat";
+    case DMP__MSG_NODES_REQUEST:
+        return "nodes-request";
+    case DMP__MSG_NODES_REPLY:
+        return "nodes-reply";
+    }
+    return "unknown";
+}

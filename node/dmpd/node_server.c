@@ -1,0 +1,416 @@
+/*
+ * node_server.c - the agent's main loop: sockets, requests, lifecycle.
+ *
+ * One thread polls everything: the tcp ROUTER (CURVE, peers and remote
+ * clients), the ipc ROUTER (local processes, protected by the 0700 runtime
+ * directory), the peer DEALERs, a signalfd and, in embedded mode, the
+ * control socket to the parent program. Every frame is bounded by
+ * ZMQ_MAXMSGSIZE, must be a single frame after the routing id, and is
+ * validated by the wire module before use; anything else gets an Error
+ * reply or is dropped, and the loop serves the next peer. The loop never
+ * blocks on one peer: every send is ZMQ_DONTWAIT.
+ */
+#define _GNU_SOURCE
+#include "node.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sodium.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <zmq.h>
+
+/* Creates dir (and missing parents) 0700; refuses one others can open. */
+static int
+s_runtime_dir(const char *dir)
+{
+    char path[PATH_MAX];
+    dmp__strlcpy(path, dir, sizeof path);
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(path, 0700) != 0 && errno != EEXIST)
+            break; /* the final check reports it */
+        *p = '/';
+    }
+    if (mkdir(path, 0700) != 0 && errno != EEXIST) {
+        error_f("cannot create runtime directory '%s': %s", dir,
+                strerror(errno));
+        return -errno;
+    }
+    struct stat st;
+    if (lstat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        error_f("runtime directory '%s' is not a directory", dir);
+        return -ENOTDIR;
+    }
+    if (st.st_uid != geteuid() || (st.st_mode & 077)) {
+        error_f("runtime directory '%s' must be owned by uid %u and mode "
+                "0700 (it is uid %u, mode %03o): others could reach the "
+                "local socket", dir, (unsigned)geteuid(),
+                (unsigned)st.st_uid, (unsigned)(st.st_mode & 0777));
+        return -EPERM;
+    }
+    return 0;
+}
+
+/* Takes RUNTIME_DIR/dmpd.lock; a second agent on the same directory is
+ * refused. flock dies with its holder, so a killed agent leaves no stale
+ * lock behind. */
+static int
+s_lock(node_t *node)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/dmpd.lock", node->cfg.runtime_dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        error_f("cannot open lock '%s': %s", path, strerror(errno));
+        return -errno;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        char pid[32] = "";
+        ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        error_f("runtime directory '%s' is in use by another agent "
+                "(pid %s); give each agent its own --runtime-dir",
+                node->cfg.runtime_dir, pid[0] ? pid : "unknown");
+        close(fd);
+        return DMP_ELOCKED;
+    }
+    char pid[32];
+    int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len)
+        warn_f("cannot write pid to '%s': %s", path, strerror(errno));
+    node->lock_fd = fd;
+    return 0;
+}
+
+static void *
+s_router(node_t *node, const char *endpoint, bool curve)
+{
+    void *sock = zmq_socket(node->ctx, ZMQ_ROUTER);
+    if (!sock)
+        return NULL;
+    int rc = dmp__sock_defaults(sock);
+    if (rc == 0 && curve)
+        rc = dmp__sock_curve_server(sock, &node->kp);
+    /* A handshake that has not finished within 5 s (a slowloris, a port
+     * scanner) is closed by libzmq. */
+    int ivl = 5000;
+    if (rc == 0 && zmq_setsockopt(sock, ZMQ_HANDSHAKE_IVL, &ivl, sizeof ivl))
+        rc = -errno;
+    if (rc == 0 && zmq_bind(sock, endpoint) != 0)
+        rc = -errno;
+    if (rc) {
+        error_f("cannot listen on '%s': %s", endpoint, zmq_strerror(-rc));
+        zmq_close(sock);
+        return NULL;
+    }
+    return sock;
+}
+
+/* Replies to one request. user_id is the ZAP identity ("" over ipc). */
+static void
+s_dispatch(node_t *node, void *sock, zmq_msg_t *rid, const char *user_id,
+           const char *peer_addr, const dmp__msg_t *req)
+{
+    dmp__msg_t rep = {0};
+    rep.id = req->id;
+    rep.version = DMP_PROTOCOL_VERSION;
+    bool tcp = sock == node->tcp;
+    switch (req->kind) {
+    case DMP__MSG_HELLO:
+        rep.kind = DMP__MSG_HELLO;
+        rep.u.hello.version = DMP_PROTOCOL_VERSION;
+        dmp__strlcpy(rep.u.hello.node, node->cfg.name, DMP__NAME_MAX);
+        dmp__strlcpy(rep.u.hello.role, "agent", sizeof rep.u.hello.role);
+        break;
+    case DMP__MSG_NODES_REQUEST: {
+        dmp_node_info_t *nodes;
+        size_t n;
+        int rc = node_peers_list(node, &nodes, &n);
+        if (rc) {
+            dmp__msg_error(&rep, req->id, rc, "cannot list nodes: %s",
+                           dmp_strerror(rc));
+            break;
+        }
+        rep.kind = DMP__MSG_NODES_REPLY;
+        rep.u.nodes_reply.nodes = nodes;
+        rep.u.nodes_reply.n_nodes = n;
+        break;
+    }
+    case DMP__MSG_HEARTBEAT:
+        if (tcp)
+            node_peers_on_heartbeat(node, user_id, req);
+        else
+            warn_f("dropped heartbeat on the local socket");
+        return; /* one way */
+    default:
+        warn_f("unexpected '%s' message from %s key='%s'",
+               dmp__msg_kind_name(req->kind), peer_addr, user_id);
+        dmp__msg_error(&rep, req->id, DMP_EPROTO,
+                       "unexpected message '%s'",
+                       dmp__msg_kind_name(req->kind));
+        break;
+    }
+    int rc = dmp__sock_send(sock, zmq_msg_data(rid), zmq_msg_size(rid), &rep,
+                            ZMQ_DONTWAIT);
+    if (rc)
+        debug_f("cannot reply to %s: %s", peer_addr, dmp_strerror(rc));
+    dmp__msg_clear(&rep);
+}
+
+/* Reads one message from a ROUTER and answers it. */
+static void
+s_serve(node_t *node, void *sock)
+{
+    zmq_msg_t rid, body;
+    zmq_msg_init(&rid);
+    zmq_msg_init(&body);
+    if (zmq_msg_recv(&rid, sock, ZMQ_DONTWAIT) < 0)
+        goto out;
+    if (!zmq_msg_more(&rid) || zmq_msg_recv(&body, sock, ZMQ_DONTWAIT) < 0)
+        goto out;
+    const char *uid = zmq_msg_gets(&body, "User-Id");
+    const char *addr = zmq_msg_gets(&body, "Peer-Address");
+    char user_id[DMP__NAME_MAX], peer_addr[64];
+    dmp__strlcpy(user_id, uid ? uid : "", sizeof user_id);
+    dmp__strlcpy(peer_addr, addr ? addr : "local", sizeof peer_addr);
+    if (zmq_msg_more(&body)) {
+        /* dmp messages are single frames; count and drop the rest. */
+        int frames = 2;
+        while (zmq_msg_more(&body)) {
+            zmq_msg_close(&body);
+            zmq_msg_init(&body);
+            if (zmq_msg_recv(&body, sock, ZMQ_DONTWAIT) < 0)
+                break;
+            frames++;
+        }
+        warn_f("dropped a %d-frame message from %s key='%s'", frames,
+               peer_addr, user_id);
+        goto out;
+    }
+    dmp__msg_t req;
+    int rc = dmp__wire_decode(zmq_msg_data(&body), zmq_msg_size(&body), &req);
+    dmp__msg_t rep;
+    if (rc) {
+        warn_f("malformed message from %s key='%s' size=%zu: %s", peer_addr,
+               user_id, zmq_msg_size(&body), dmp_strerror(rc));
+        dmp__msg_error(&rep, 0, DMP_EPROTO, "malformed message");
+    } else if (req.version != DMP_PROTOCOL_VERSION) {
+        warn_f("protocol version %u from %s key='%s' (we speak %u)",
+               req.version, peer_addr, user_id, DMP_PROTOCOL_VERSION);
+        dmp__msg_error(&rep, req.id, DMP_EVERSION,
+                       "protocol version %u not supported; node '%s' "
+                       "speaks %u", req.version, node->cfg.name,
+                       DMP_PROTOCOL_VERSION);
+        dmp__msg_clear(&req);
+        rc = DMP_EVERSION;
+    }
+    if (rc) {
+        dmp__sock_send(sock, zmq_msg_data(&rid), zmq_msg_size(&rid), &rep,
+                       ZMQ_DONTWAIT);
+        goto out;
+    }
+    s_dispatch(node, sock, &rid, user_id, peer_addr, &req);
+    dmp__msg_clear(&req);
+out:
+    zmq_msg_close(&rid);
+    zmq_msg_close(&body);
+}
+
+/* Peers never send requests on our DEALERs yet; drain what arrives. */
+static void
+s_drain(void *sock)
+{
+    zmq_msg_t m;
+    zmq_msg_init(&m);
+    while (zmq_msg_recv(&m, sock, ZMQ_DONTWAIT) >= 0)
+        ;
+    zmq_msg_close(&m);
+}
+
+static int
+s_setup(node_t *node)
+{
+    const node_config_t *cfg = &node->cfg;
+    char err[512];
+    int rc;
+    if (cfg->listen[0]) {
+        rc = dmp__key_load_secret(cfg->key_file, &node->kp, err, sizeof err);
+        if (rc == 0)
+            rc = dmp__keys_dir_check(cfg->keys_dir, err, sizeof err);
+        if (rc) {
+            error_f("%s", err);
+            return rc;
+        }
+    }
+    if ((rc = s_runtime_dir(cfg->runtime_dir)) != 0 ||
+        (rc = s_lock(node)) != 0)
+        return rc;
+    snprintf(node->ipc_path, sizeof node->ipc_path, "%s/dmpd.sock",
+             cfg->runtime_dir);
+    if (strlen(node->ipc_path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+        error_f("runtime directory '%s' is too long for a unix socket path",
+                cfg->runtime_dir);
+        return -ENAMETOOLONG;
+    }
+    snprintf(node->ipc_endpoint, sizeof node->ipc_endpoint, "ipc://%s",
+             node->ipc_path);
+    unlink(node->ipc_path); /* a killed agent's; we hold the lock */
+
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    node->sig_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (node->sig_fd < 0)
+        return -errno;
+
+    node->ctx = zmq_ctx_new();
+    if (!node->ctx)
+        return -ENOMEM;
+    if (cfg->listen[0]) {
+        /* The ZAP handler first: a CURVE socket bound without one admits
+         * everybody. */
+        if ((rc = node_auth_start(node->ctx, cfg->keys_dir, &node->auth)))
+            return rc;
+        node->tcp = s_router(node, cfg->listen, true);
+        if (!node->tcp)
+            return -EADDRINUSE;
+        char test_ep[DMP__ADDR_MAX + 16];
+        size_t len = sizeof test_ep;
+        if (zmq_getsockopt(node->tcp, ZMQ_LAST_ENDPOINT, test_ep, &len) != 0)
+            return -errno;
+        char *any = strstr(test_ep, "://0.0.0.0:");
+        if (any) { /* connect to what we bound, via loopback */
+            char port[16];
+            dmp__strlcpy(port, any + 11, sizeof port);
+            snprintf(test_ep, sizeof test_ep, "tcp://127.0.0.1:%s", port);
+        }
+        if ((rc = node_auth_self_test(node->ctx, test_ep,
+                                      node->kp.public_z85)) != 0)
+            return rc;
+    }
+    node->ipc = s_router(node, node->ipc_endpoint, false);
+    if (!node->ipc)
+        return -EADDRINUSE;
+    chmod(node->ipc_path, 0600);
+    for (size_t i = 0; i < cfg->n_peers; i++)
+        node_peers_add(node, cfg->peers[i].name, cfg->peers[i].address);
+    return 0;
+}
+
+static void
+s_teardown(node_t *node)
+{
+    node_peers_close(node);
+    if (node->tcp)
+        zmq_close(node->tcp);
+    if (node->ipc)
+        zmq_close(node->ipc);
+    node_auth_stop(&node->auth);
+    if (node->ctx)
+        zmq_ctx_term(node->ctx);
+    if (node->ipc_path[0] && node->lock_fd >= 0)
+        unlink(node->ipc_path);
+    if (node->lock_fd >= 0) {
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "%s/dmpd.lock", node->cfg.runtime_dir);
+        unlink(path);
+        close(node->lock_fd);
+    }
+    if (node->sig_fd >= 0)
+        close(node->sig_fd);
+    dmp__keypair_wipe(&node->kp);
+}
+
+int
+node_run(node_t *node)
+{
+    node->lock_fd = -1;
+    node->sig_fd = -1;
+    node->started = dmp__now();
+    randombytes_buf(&node->incarnation, sizeof node->incarnation);
+    int rc = s_setup(node);
+    if (rc) {
+        s_teardown(node);
+        return 1;
+    }
+    char fp[13] = "none";
+    if (node->tcp)
+        dmp__key_fingerprint_z85(node->kp.public_z85, fp);
+    info_f("serving name=%s listen=%s local=%s peers=%zu fingerprint=%s",
+           node->cfg.name, node->cfg.listen[0] ? node->cfg.listen : "-",
+           node->ipc_endpoint, node->n_peers, fp);
+    int control = node->cfg.control_fd;
+    if (control >= 0 && write(control, "ready\n", 6) != 6)
+        node->stopping = true;
+
+    double next_tick = dmp__now();
+    while (!node->stopping) {
+        size_t n_items = 0;
+        zmq_pollitem_t items[4 + NODE_PEERS_MAX];
+        items[n_items++] = (zmq_pollitem_t){node->ipc, 0, ZMQ_POLLIN, 0};
+        items[n_items++] = (zmq_pollitem_t){NULL, node->sig_fd, ZMQ_POLLIN, 0};
+        if (control >= 0)
+            items[n_items++] = (zmq_pollitem_t){NULL, control, ZMQ_POLLIN, 0};
+        if (node->tcp)
+            items[n_items++] = (zmq_pollitem_t){node->tcp, 0, ZMQ_POLLIN, 0};
+        size_t first_peer = n_items;
+        for (size_t i = 0; i < node->n_peers && n_items < 4 + NODE_PEERS_MAX;
+             i++)
+            items[n_items++] =
+                (zmq_pollitem_t){node->peers[i].sock, 0, ZMQ_POLLIN, 0};
+        double wait = next_tick - dmp__now();
+        if (zmq_poll(items, (int)n_items, dmp__timeout_ms(wait)) < 0 &&
+            errno != EINTR) {
+            error_f("poll failed: %s", zmq_strerror(errno));
+            break;
+        }
+        for (size_t i = 0; i < n_items; i++) {
+            if (!(items[i].revents & ZMQ_POLLIN))
+                continue;
+            if (items[i].socket == node->ipc || items[i].socket == node->tcp) {
+                /* Bounded burst per wake-up, so one busy client cannot
+                 * starve the timers. */
+                for (int k = 0; k < 64; k++) {
+                    int ev = 0;
+                    size_t sz = sizeof ev;
+                    zmq_getsockopt(items[i].socket, ZMQ_EVENTS, &ev, &sz);
+                    if (!(ev & ZMQ_POLLIN))
+                        break;
+                    s_serve(node, items[i].socket);
+                }
+            } else if (i >= first_peer) {
+                s_drain(items[i].socket);
+            } else if (items[i].fd == node->sig_fd) {
+                struct signalfd_siginfo si;
+                if (read(node->sig_fd, &si, sizeof si) == sizeof si)
+                    info_f("stopping on signal %u", si.ssi_signo);
+                node->stopping = true;
+            } else if (items[i].fd == control) {
+                char buf[64];
+                ssize_t n = read(control, buf, sizeof buf);
+                if (n <= 0) { /* the program that owns us is gone */
+                    debug_f("control link closed; stopping");
+                    node->stopping = true;
+                }
+            }
+        }
+        if (dmp__now() >= next_tick) {
+            node_peers_tick(node);
+            next_tick = dmp__now() + node->cfg.heartbeat;
+        }
+    }
+    info_f("stopped");
+    s_teardown(node);
+    return 0;
+}
