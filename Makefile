@@ -98,21 +98,21 @@ $(B)/tests/%: tests/%.c $(SUP_OBJ) $(LIBA) $(wildcard tests/support/*.h)
 
 test: deps
 	$(MAKE) all $(UNIT) $(INTEG)
-	tests/run.sh $(UNIT) $(INTEG) tests/integration/*.sh
+	DMP_BUILD=$(B) tests/run.sh $(UNIT) $(INTEG) $(wildcard tests/integration/*.sh)
 
 test-unit: all $(UNIT)
-	tests/run.sh $(UNIT)
+	DMP_BUILD=$(B) tests/run.sh $(UNIT)
 
 test-integration: all $(INTEG)
-	tests/run.sh $(INTEG) tests/integration/*.sh
+	DMP_BUILD=$(B) tests/run.sh $(INTEG) $(wildcard tests/integration/*.sh)
 
 demo: deps
 	$(MAKE) all
-	deploy/demo.sh
+	DMP_BUILD=$(B) deploy/demo.sh
 
 bench: deps
 	$(MAKE) all $(BENCH)
-	tests/bench/run.sh $(BENCH)
+	DMP_BUILD=$(B) tests/bench/run.sh $(BENCH)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
