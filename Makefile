@@ -33,6 +33,8 @@ LIB_SRC  := $(wildcard libdmp/src/*.c)
 LIB_OBJ  := $(LIB_SRC:libdmp/src/%.c=$(B)/obj/lib/%.o) $(B)/obj/lib/dmp.pb-c.o
 DMPD_SRC := $(wildcard node/dmpd/*.c)
 DMPD_OBJ := $(DMPD_SRC:node/dmpd/%.c=$(B)/obj/dmpd/%.o)
+# The agent's modules without main(), so unit tests can link them.
+NODE_LIB := $(B)/lib/libdmpd.a
 CLI_SRC  := $(wildcard node/cli/*.c)
 CLI_OBJ  := $(CLI_SRC:node/cli/%.c=$(B)/obj/cli/%.o)
 SUP_SRC  := $(wildcard tests/support/*.c)
@@ -82,9 +84,12 @@ $(B)/lib/libdmp.pc: Makefile
 	@mkdir -p $(@D)
 	printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: libdmp\nDescription: Python multiprocessing in C, across machines\nVersion: 0.1.0\nRequires.private: libzmq libsodium libprotobuf-c\nLibs: -L$${libdir} -ldmp\nLibs.private: -lpthread\nCflags: -I$${includedir}\n' '$(PREFIX)' > $@
 
-$(B)/bin/dmpd: $(DMPD_OBJ) $(LIBA)
+$(NODE_LIB): $(filter-out $(B)/obj/dmpd/main.o,$(DMPD_OBJ))
 	@mkdir -p $(@D)
-	$(CC) -o $@ $(DMPD_OBJ) $(LIBA) $(PKG_LIBS)
+	rm -f $@ && ar rcs $@ $^
+$(B)/bin/dmpd: $(B)/obj/dmpd/main.o $(NODE_LIB) $(LIBA)
+	@mkdir -p $(@D)
+	$(CC) -o $@ $^ $(PKG_LIBS)
 $(B)/bin/dmp: $(CLI_OBJ) $(LIBA)
 	@mkdir -p $(@D)
 	$(CC) -o $@ $(CLI_OBJ) $(LIBA) $(PKG_LIBS)
@@ -92,9 +97,9 @@ $(B)/examples/%: libdmp/examples/%.c $(LIBA)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIBA) $(PKG_LIBS)
 
-$(B)/tests/%: tests/%.c $(SUP_OBJ) $(LIBA) $(wildcard tests/support/*.h)
+$(B)/tests/%: tests/%.c $(SUP_OBJ) $(NODE_LIB) $(LIBA) $(wildcard tests/support/*.h)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -Itests/support -o $@ $< $(SUP_OBJ) $(LIBA) $(PKG_LIBS) $(CMOCKA) -lm
+	$(CC) $(ALL_CFLAGS) -Itests/support -Inode/dmpd -o $@ $< $(SUP_OBJ) $(NODE_LIB) $(LIBA) $(PKG_LIBS) $(CMOCKA) -lm
 
 test: deps
 	$(MAKE) all $(UNIT) $(INTEG)
