@@ -179,6 +179,125 @@ DMP_EXPORT dmp_client_t *dmp_default_client(void);
 DMP_EXPORT int dmp_nodes(dmp_node_info_t **nodes_p, size_t *count_p);
 DMP_EXPORT void dmp_nodes_free(dmp_node_info_t **nodes_p);
 
+/* ---- Values: what processes, queues, pipes and managers carry -------- */
+
+/*
+ * A dmp value is the C counterpart of the picklable Python objects dmp
+ * programs pass around: None, bool, int (64-bit), float (double), str
+ * (UTF-8, may contain NUL), bytes, list, and dict (insertion-ordered; keys
+ * are scalars: None, bool, int, float, str, bytes). Values are trees: a
+ * container owns its items.
+ *
+ * Constructors return NULL only when memory runs out. Functions that take
+ * an item "take ownership of item in all cases": on failure they destroy
+ * it, so calls can be nested and checked once, as in
+ *     dmp_value_t *args = dmp_list_of(2, dmp_int(5), dmp_str("x"));
+ *     if (!args) return -ENOMEM;
+ */
+typedef struct dmp_value dmp_value_t;
+
+typedef enum {
+    DMP_VALUE_NONE = 0,
+    DMP_VALUE_BOOL = 1,
+    DMP_VALUE_INT = 2,
+    DMP_VALUE_DOUBLE = 3,
+    DMP_VALUE_STR = 4,
+    DMP_VALUE_BYTES = 5,
+    DMP_VALUE_LIST = 6,
+    DMP_VALUE_MAP = 7,
+} dmp_value_type_t;
+
+DMP_EXPORT dmp_value_t *dmp_none(void);
+DMP_EXPORT dmp_value_t *dmp_bool(int b);
+DMP_EXPORT dmp_value_t *dmp_int(int64_t i);
+DMP_EXPORT dmp_value_t *dmp_double(double d);
+/* NULL s gives NULL. Invalid UTF-8 gives NULL (str is text, as in Python;
+ * use dmp_bytes for binary data). */
+DMP_EXPORT dmp_value_t *dmp_str(const char *s);
+DMP_EXPORT dmp_value_t *dmp_strn(const char *s, size_t len);
+DMP_EXPORT dmp_value_t *dmp_bytes(const void *data, size_t len);
+DMP_EXPORT dmp_value_t *dmp_list(void);
+DMP_EXPORT dmp_value_t *dmp_map(void);
+/* A list of n items; takes ownership of every item; if any is NULL the
+ * others are destroyed and NULL is returned. */
+DMP_EXPORT dmp_value_t *dmp_list_of(size_t n, ...);
+/* range(start, stop) as a list of ints, like Python's list(range(...)). */
+DMP_EXPORT dmp_value_t *dmp_list_range(int64_t start, int64_t stop);
+
+/* Frees a value and everything it contains. Safe on NULL; nulls *v. */
+DMP_EXPORT void dmp_value_destroy(dmp_value_t **v);
+/* A deep copy, or NULL when memory runs out (or v is NULL). */
+DMP_EXPORT dmp_value_t *dmp_value_copy(const dmp_value_t *v);
+/* Python's ==, recursively; int 1 equals float 1.0 as in Python. */
+DMP_EXPORT int dmp_value_equal(const dmp_value_t *a, const dmp_value_t *b);
+
+DMP_EXPORT dmp_value_type_t dmp_value_type(const dmp_value_t *v);
+/* "NoneType", "bool", "int", "float", "str", "bytes", "list", "dict" */
+DMP_EXPORT const char *dmp_value_type_name(dmp_value_type_t type);
+
+/* Reads a scalar. -EINVAL when v has another type; get_double also reads
+ * an int, get_int also a bool (as Python's int(True)). */
+DMP_EXPORT int dmp_value_get_bool(const dmp_value_t *v, int *out);
+DMP_EXPORT int dmp_value_get_int(const dmp_value_t *v, int64_t *out);
+DMP_EXPORT int dmp_value_get_double(const dmp_value_t *v, double *out);
+/* The text of a str (NUL-terminated; *len_p, if given, gets the length,
+ * which counts any embedded NUL). NULL when v is not a str. Borrowed;
+ * valid while v lives and is not modified. */
+DMP_EXPORT const char *dmp_value_str(const dmp_value_t *v, size_t *len_p);
+/* The content of bytes; NULL when v is not bytes. Borrowed likewise. */
+DMP_EXPORT const void *dmp_value_bytes(const dmp_value_t *v, size_t *len_p);
+/* Python's len(): items of a list or dict, bytes of bytes, UTF-8 bytes of
+ * a str; 0 for scalars. */
+DMP_EXPORT size_t dmp_value_len(const dmp_value_t *v);
+
+/* Lists. Indexes may be negative, counted from the end as in Python.
+ * get: borrowed item, or NULL when out of range or v is not a list. */
+DMP_EXPORT dmp_value_t *dmp_list_get(const dmp_value_t *list, int64_t i);
+/* Takes ownership of item in all cases. -EINVAL not a list, -ENOMEM. */
+DMP_EXPORT int dmp_list_append(dmp_value_t *list, dmp_value_t *item);
+/* Replaces item i (the old one is destroyed). Takes ownership of item in
+ * all cases. -ERANGE out of range, -EINVAL not a list. */
+DMP_EXPORT int dmp_list_set(dmp_value_t *list, int64_t i, dmp_value_t *item);
+
+/* Dicts. Keys must be scalars (-EINVAL otherwise); keys compare as in
+ * Python (1 == 1.0 == True). set takes ownership of key and item in all
+ * cases; setting an existing key replaces the item in place (order kept). */
+DMP_EXPORT int dmp_map_set(dmp_value_t *map, dmp_value_t *key,
+                           dmp_value_t *item);
+DMP_EXPORT int dmp_map_set_str(dmp_value_t *map, const char *key,
+                               dmp_value_t *item);
+/* Borrowed item for key, or NULL when absent or map is not a dict. */
+DMP_EXPORT dmp_value_t *dmp_map_get(const dmp_value_t *map,
+                                    const dmp_value_t *key);
+DMP_EXPORT dmp_value_t *dmp_map_get_str(const dmp_value_t *map,
+                                        const char *key);
+/* The i-th key and item in insertion order (borrowed), NULL past the end. */
+DMP_EXPORT dmp_value_t *dmp_map_key_at(const dmp_value_t *map, size_t i);
+DMP_EXPORT dmp_value_t *dmp_map_item_at(const dmp_value_t *map, size_t i);
+/* Removes key; -ENOENT when absent (Python's KeyError). */
+DMP_EXPORT int dmp_map_del(dmp_value_t *map, const dmp_value_t *key);
+
+/* Python's repr(): None, True, 5, 2.5, 'Hello', b'\x00', [1, 2],
+ * {'key': 'Python2'}. Writes at most size bytes with a NUL; returns the
+ * length the full text needs (as snprintf), or -ENOMEM. Floats print as
+ * Python's repr does (shortest text that reads back exactly: 0.1, 1.0,
+ * 1e+100, inf, nan). */
+DMP_EXPORT int dmp_value_repr(const dmp_value_t *v, char *buf, size_t size);
+
+/* Serialises a value (dmp's own compact binary format, independent of the
+ * host's endianness). Caller owns *buf_p; free with dmp_free. */
+DMP_EXPORT int dmp_value_encode(const dmp_value_t *v, uint8_t **buf_p,
+                                size_t *len_p);
+/* Parses what dmp_value_encode wrote. Input from the network is checked:
+ * truncation, trailing bytes, unknown tags, invalid UTF-8 in str, nesting
+ * deeper than 64, counts larger than the input could hold, non-scalar dict
+ * keys: all give DMP_EPROTO and no value. Caller owns *v_p. */
+DMP_EXPORT int dmp_value_decode(const void *buf, size_t len,
+                                dmp_value_t **v_p);
+
+/* Frees memory the library handed to the caller (encode buffers). */
+DMP_EXPORT void dmp_free(void *ptr);
+
 /* ---- Keys ------------------------------------------------------------- */
 
 /* Writes DIR/NAME.key (secret, mode 0600) and DIR/NAME.pub.

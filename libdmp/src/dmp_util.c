@@ -260,3 +260,9 @@ dmp__parse_uint(const char *s, unsigned long max, unsigned long *out)
     *out = v;
     return 0;
 }
+
+void
+dmp_free(void *ptr)
+{
+    dmp__free(ptr);
+}

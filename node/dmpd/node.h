@@ -94,6 +94,47 @@ void node_peers_on_heartbeat(node_t *node, const char *user_id,
 int node_peers_list(node_t *node, dmp_node_info_t **nodes_p, size_t *n_p);
 void node_peers_close(node_t *node);
 
+/* ---- binary cache (node_cache.c) ------------------------------------- */
+/*
+ * Content-addressed store of executables shipped by other nodes. A file is
+ * named by the lowercase hex SHA-256 of its content, computed here, never
+ * a path from the wire; an upload is written to an unnamed temporary file
+ * and linked under its digest only after the hash and size verify, so a
+ * partial or corrupt upload is never visible.
+ */
+#define NODE_DIGEST_HEX 64
+typedef struct node_cache node_cache_t;
+typedef struct node_cache_upload node_cache_upload_t;
+
+/* Opens (creating, 0700) the cache directory. max_file: largest accepted
+ * upload in bytes. */
+int node_cache_open(const char *dir, uint64_t max_file,
+                    node_cache_t **cache_p);
+void node_cache_close(node_cache_t **cache_p);
+/* Exactly 64 lowercase hex digits. */
+bool node_cache_digest_valid(const char *digest);
+/* Path of the cached file for digest: 0, -ENOENT when absent, -EINVAL for
+ * a malformed digest. */
+int node_cache_lookup(node_cache_t *cache, const char *digest, char *path,
+                      size_t size);
+/* Starts an upload of `size` bytes claimed to hash to `digest`.
+ * -EINVAL malformed digest, -EFBIG over max_file, -ENOSPC, -errno. */
+int node_cache_upload_begin(node_cache_t *cache, const char *digest,
+                            uint64_t size, node_cache_upload_t **up_p);
+/* Appends data at `offset`, which must equal the bytes written so far
+ * (-EINVAL otherwise; nothing past `size` is accepted: -EFBIG). */
+int node_cache_upload_write(node_cache_upload_t *up, uint64_t offset,
+                            const void *data, size_t len);
+/* Verifies size and SHA-256 and publishes the file (mode 0500). Always
+ * consumes the upload and nulls *up_p. -EBADMSG when the content does not
+ * match the digest, -EIO short upload, -errno; an already cached digest
+ * is success. */
+int node_cache_upload_finish(node_cache_upload_t **up_p);
+/* Drops an unfinished upload; nothing becomes visible. Safe on NULL. */
+void node_cache_upload_abort(node_cache_upload_t **up_p);
+/* SHA-256 of a file as 64 lowercase hex digits (+NUL). */
+int node_cache_file_digest(const char *path, char out[NODE_DIGEST_HEX + 1]);
+
 /* ---- the agent (node_server.c) --------------------------------------- */
 struct node {
     node_config_t cfg;
