@@ -57,7 +57,8 @@ extern "C" {
     XX(ECONFIG, -1012, "invalid configuration")                               \
     XX(EKEY, -1013, "invalid or unsafe key file")                             \
     XX(ELOCKED, -1014, "runtime directory is in use by another agent")        \
-    XX(ENOAGENT, -1015, "cannot start the local agent")
+    XX(ENOAGENT, -1015, "cannot start the local agent")                   \
+    XX(EBINARY, -1016, "executable not in the node's binary cache")
 
 enum {
 #define DMP_XX_ENUM(name, code, text) DMP_##name = (code),

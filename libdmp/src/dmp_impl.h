@@ -100,7 +100,31 @@ typedef enum {
     DMP__MSG_HEARTBEAT,
     DMP__MSG_NODES_REQUEST,
     DMP__MSG_NODES_REPLY,
+    DMP__MSG_OK,
+    DMP__MSG_SPAWN_REQUEST,
+    DMP__MSG_SPAWN_REPLY,
+    DMP__MSG_UPLOAD,
+    DMP__MSG_PROC_OUTPUT,
+    DMP__MSG_PROC_EXIT,
+    DMP__MSG_PROC_SIGNAL,
+    DMP__MSG_PROC_LIST_REQUEST,
+    DMP__MSG_PROC_LIST_REPLY,
 } dmp__msg_kind_t;
+
+#define DMP__DIGEST_HEX 64
+#define DMP__CHUNK_MAX (512u * 1024) /* upload and output chunks */
+
+/* One process as an agent reports it (dmp ps). */
+typedef struct {
+    char node[DMP__NAME_MAX];
+    uint64_t proc;
+    uint32_t pid;
+    char name[DMP__NAME_MAX];
+    char target[DMP__NAME_MAX];
+    bool running;
+    int exitcode;
+    uint64_t runtime_ms;
+} dmp__proc_info_t;
 
 typedef struct {
     char name[DMP__NAME_MAX];
@@ -110,6 +134,7 @@ typedef struct {
 typedef struct {
     uint64_t id;        /* request id, echoed in replies */
     uint32_t version;   /* sender's DMP_PROTOCOL_VERSION */
+    char node[DMP__NAME_MAX]; /* requests: node that should act, "" = you */
     dmp__msg_kind_t kind;
     union {
         struct {
@@ -136,6 +161,49 @@ typedef struct {
             dmp_node_info_t *nodes; /* owned; freed by dmp__msg_clear */
             size_t n_nodes;
         } nodes_reply;
+        struct {
+            char name[DMP__NAME_MAX];
+            char target[DMP__NAME_MAX];
+            uint8_t *args;      /* owned on decode; borrowed on encode */
+            size_t args_len;
+            char digest[DMP__DIGEST_HEX + 1];
+            uint64_t exe_size;
+            uint32_t parent_pid;
+            bool daemon;
+        } spawn_request;
+        struct {
+            uint64_t proc;
+            uint32_t pid;
+            char node[DMP__NAME_MAX];
+        } spawn_reply;
+        struct {
+            char digest[DMP__DIGEST_HEX + 1];
+            uint64_t size;
+            uint64_t offset;
+            uint8_t *data;      /* owned on decode; borrowed on encode */
+            size_t len;
+        } upload;
+        struct {
+            char node[DMP__NAME_MAX];
+            uint64_t proc;
+            uint32_t stream;
+            uint8_t *data;      /* owned on decode; borrowed on encode */
+            size_t len;
+        } proc_output;
+        struct {
+            char node[DMP__NAME_MAX];
+            uint64_t proc;
+            int exitcode;
+            int error;
+        } proc_exit;
+        struct {
+            uint64_t proc;
+            uint32_t signo;
+        } proc_signal;
+        struct {
+            dmp__proc_info_t *procs; /* owned; freed by dmp__msg_clear */
+            size_t n_procs;
+        } proc_list_reply;
     } u;
 } dmp__msg_t;
 

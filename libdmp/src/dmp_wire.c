@@ -45,10 +45,21 @@ dmp__wire_encode(const dmp__msg_t *msg, uint8_t **buf_p, size_t *len_p)
     Dmpwire__NodesReply nrep = DMPWIRE__NODES_REPLY__INIT;
     Dmpwire__Member *members = NULL, **member_ptrs = NULL;
     Dmpwire__NodeInfo *infos = NULL, **info_ptrs = NULL;
+    Dmpwire__Ok ok = DMPWIRE__OK__INIT;
+    Dmpwire__SpawnRequest sreq = DMPWIRE__SPAWN_REQUEST__INIT;
+    Dmpwire__SpawnReply srep = DMPWIRE__SPAWN_REPLY__INIT;
+    Dmpwire__Upload upload = DMPWIRE__UPLOAD__INIT;
+    Dmpwire__ProcOutput pout = DMPWIRE__PROC_OUTPUT__INIT;
+    Dmpwire__ProcExit pexit = DMPWIRE__PROC_EXIT__INIT;
+    Dmpwire__ProcSignal psig = DMPWIRE__PROC_SIGNAL__INIT;
+    Dmpwire__ProcListRequest plreq = DMPWIRE__PROC_LIST_REQUEST__INIT;
+    Dmpwire__ProcListReply plrep = DMPWIRE__PROC_LIST_REPLY__INIT;
+    Dmpwire__ProcInfo *pinfos = NULL, **pinfo_ptrs = NULL;
     int rc = 0;
 
     env.id = msg->id;
     env.version = msg->version ? msg->version : DMP_PROTOCOL_VERSION;
+    env.node = (char *)msg->node;
     switch (msg->kind) {
     case DMP__MSG_HELLO:
         hello.version = msg->u.hello.version;
@@ -128,6 +139,95 @@ dmp__wire_encode(const dmp__msg_t *msg, uint8_t **buf_p, size_t *len_p)
         env.nodes_reply = &nrep;
         break;
     }
+    case DMP__MSG_OK:
+        env.body_case = DMPWIRE__ENVELOPE__BODY_OK;
+        env.ok = &ok;
+        break;
+    case DMP__MSG_SPAWN_REQUEST:
+        sreq.name = (char *)msg->u.spawn_request.name;
+        sreq.target = (char *)msg->u.spawn_request.target;
+        sreq.args.data = msg->u.spawn_request.args;
+        sreq.args.len = msg->u.spawn_request.args_len;
+        sreq.digest = (char *)msg->u.spawn_request.digest;
+        sreq.exe_size = msg->u.spawn_request.exe_size;
+        sreq.parent_pid = msg->u.spawn_request.parent_pid;
+        sreq.daemon = msg->u.spawn_request.daemon;
+        env.body_case = DMPWIRE__ENVELOPE__BODY_SPAWN_REQUEST;
+        env.spawn_request = &sreq;
+        break;
+    case DMP__MSG_SPAWN_REPLY:
+        srep.proc = msg->u.spawn_reply.proc;
+        srep.pid = msg->u.spawn_reply.pid;
+        srep.node = (char *)msg->u.spawn_reply.node;
+        env.body_case = DMPWIRE__ENVELOPE__BODY_SPAWN_REPLY;
+        env.spawn_reply = &srep;
+        break;
+    case DMP__MSG_UPLOAD:
+        upload.digest = (char *)msg->u.upload.digest;
+        upload.size = msg->u.upload.size;
+        upload.offset = msg->u.upload.offset;
+        upload.data.data = msg->u.upload.data;
+        upload.data.len = msg->u.upload.len;
+        env.body_case = DMPWIRE__ENVELOPE__BODY_UPLOAD;
+        env.upload = &upload;
+        break;
+    case DMP__MSG_PROC_OUTPUT:
+        pout.node = (char *)msg->u.proc_output.node;
+        pout.proc = msg->u.proc_output.proc;
+        pout.stream = msg->u.proc_output.stream;
+        pout.data.data = msg->u.proc_output.data;
+        pout.data.len = msg->u.proc_output.len;
+        env.body_case = DMPWIRE__ENVELOPE__BODY_PROC_OUTPUT;
+        env.proc_output = &pout;
+        break;
+    case DMP__MSG_PROC_EXIT:
+        pexit.node = (char *)msg->u.proc_exit.node;
+        pexit.proc = msg->u.proc_exit.proc;
+        pexit.exitcode = msg->u.proc_exit.exitcode;
+        pexit.error = msg->u.proc_exit.error;
+        env.body_case = DMPWIRE__ENVELOPE__BODY_PROC_EXIT;
+        env.proc_exit = &pexit;
+        break;
+    case DMP__MSG_PROC_SIGNAL:
+        psig.proc = msg->u.proc_signal.proc;
+        psig.signo = msg->u.proc_signal.signo;
+        env.body_case = DMPWIRE__ENVELOPE__BODY_PROC_SIGNAL;
+        env.proc_signal = &psig;
+        break;
+    case DMP__MSG_PROC_LIST_REQUEST:
+        env.body_case = DMPWIRE__ENVELOPE__BODY_PROC_LIST_REQUEST;
+        env.proc_list_request = &plreq;
+        break;
+    case DMP__MSG_PROC_LIST_REPLY: {
+        size_t n = msg->u.proc_list_reply.n_procs;
+        if (n) {
+            pinfos = dmp__calloc(n, sizeof *pinfos);
+            pinfo_ptrs = dmp__calloc(n, sizeof *pinfo_ptrs);
+            if (!pinfos || !pinfo_ptrs) {
+                rc = -ENOMEM;
+                goto out;
+            }
+            for (size_t i = 0; i < n; i++) {
+                const dmp__proc_info_t *src = &msg->u.proc_list_reply.procs[i];
+                Dmpwire__ProcInfo init = DMPWIRE__PROC_INFO__INIT;
+                pinfos[i] = init;
+                pinfos[i].node = (char *)src->node;
+                pinfos[i].proc = src->proc;
+                pinfos[i].pid = src->pid;
+                pinfos[i].name = (char *)src->name;
+                pinfos[i].target = (char *)src->target;
+                pinfos[i].running = src->running;
+                pinfos[i].exitcode = src->exitcode;
+                pinfos[i].runtime_ms = src->runtime_ms;
+                pinfo_ptrs[i] = &pinfos[i];
+            }
+        }
+        plrep.n_procs = n;
+        plrep.procs = pinfo_ptrs;
+        env.body_case = DMPWIRE__ENVELOPE__BODY_PROC_LIST_REPLY;
+        env.proc_list_reply = &plrep;
+        break;
+    }
     default:
         return -EINVAL;
     }
@@ -150,6 +250,8 @@ out:
     dmp__free(member_ptrs);
     dmp__free(infos);
     dmp__free(info_ptrs);
+    dmp__free(pinfos);
+    dmp__free(pinfo_ptrs);
     return rc;
 }
 
@@ -194,11 +296,48 @@ s_load_valid(double load)
     return isfinite(load) && load >= 0 && load < 1e6;
 }
 
+/* Copies a bytes field into an owned buffer (NULL for empty). */
+static int
+s_copy_bytes(uint8_t **dst, size_t *dst_len, const ProtobufCBinaryData *src,
+             size_t max)
+{
+    if (src->len > max)
+        return DMP_EPROTO;
+    *dst_len = src->len;
+    if (!src->len)
+        return 0;
+    *dst = dmp__malloc(src->len);
+    if (!*dst)
+        return -ENOMEM;
+    memcpy(*dst, src->data, src->len);
+    return 0;
+}
+
+/* A digest field: 64 lowercase hex digits, or empty when allowed. */
+static bool
+s_copy_digest(char *dst, const char *src, bool allow_empty)
+{
+    if (!s_copy_str(dst, DMP__DIGEST_HEX + 1, src))
+        return false;
+    size_t len = strlen(dst);
+    if (len == 0)
+        return allow_empty;
+    if (len != DMP__DIGEST_HEX)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!((dst[i] >= '0' && dst[i] <= '9') ||
+              (dst[i] >= 'a' && dst[i] <= 'f')))
+            return false;
+    return true;
+}
+
 static int
 s_from_envelope(const Dmpwire__Envelope *env, dmp__msg_t *msg)
 {
     msg->id = env->id;
     msg->version = env->version;
+    if (!s_copy_name(msg->node, env->node, true))
+        return DMP_EPROTO;
     switch (env->body_case) {
     case DMPWIRE__ENVELOPE__BODY_HELLO:
         msg->kind = DMP__MSG_HELLO;
@@ -276,6 +415,101 @@ s_from_envelope(const Dmpwire__Envelope *env, dmp__msg_t *msg)
         }
         return 0;
     }
+    case DMPWIRE__ENVELOPE__BODY_OK:
+        msg->kind = DMP__MSG_OK;
+        return 0;
+    case DMPWIRE__ENVELOPE__BODY_SPAWN_REQUEST: {
+        const Dmpwire__SpawnRequest *r = env->spawn_request;
+        msg->kind = DMP__MSG_SPAWN_REQUEST;
+        if (!s_copy_name(msg->u.spawn_request.name, r->name, false) ||
+            !s_copy_name(msg->u.spawn_request.target, r->target, false) ||
+            !s_copy_digest(msg->u.spawn_request.digest, r->digest, true))
+            return DMP_EPROTO;
+        msg->u.spawn_request.exe_size = r->exe_size;
+        msg->u.spawn_request.parent_pid = r->parent_pid;
+        msg->u.spawn_request.daemon = r->daemon;
+        return s_copy_bytes(&msg->u.spawn_request.args,
+                            &msg->u.spawn_request.args_len, &r->args,
+                            DMP__WIRE_MAX);
+    }
+    case DMPWIRE__ENVELOPE__BODY_SPAWN_REPLY:
+        msg->kind = DMP__MSG_SPAWN_REPLY;
+        if (!s_copy_name(msg->u.spawn_reply.node, env->spawn_reply->node,
+                         false) ||
+            env->spawn_reply->pid == 0)
+            return DMP_EPROTO;
+        msg->u.spawn_reply.proc = env->spawn_reply->proc;
+        msg->u.spawn_reply.pid = env->spawn_reply->pid;
+        return 0;
+    case DMPWIRE__ENVELOPE__BODY_UPLOAD: {
+        const Dmpwire__Upload *u = env->upload;
+        msg->kind = DMP__MSG_UPLOAD;
+        if (!s_copy_digest(msg->u.upload.digest, u->digest, false) ||
+            u->offset > u->size || u->data.len > u->size - u->offset)
+            return DMP_EPROTO;
+        msg->u.upload.size = u->size;
+        msg->u.upload.offset = u->offset;
+        return s_copy_bytes(&msg->u.upload.data, &msg->u.upload.len,
+                            &u->data, DMP__CHUNK_MAX);
+    }
+    case DMPWIRE__ENVELOPE__BODY_PROC_OUTPUT: {
+        const Dmpwire__ProcOutput *o = env->proc_output;
+        msg->kind = DMP__MSG_PROC_OUTPUT;
+        if (!s_copy_name(msg->u.proc_output.node, o->node, false) ||
+            (o->stream != 1 && o->stream != 2))
+            return DMP_EPROTO;
+        msg->u.proc_output.proc = o->proc;
+        msg->u.proc_output.stream = o->stream;
+        return s_copy_bytes(&msg->u.proc_output.data, &msg->u.proc_output.len,
+                            &o->data, DMP__CHUNK_MAX);
+    }
+    case DMPWIRE__ENVELOPE__BODY_PROC_EXIT:
+        msg->kind = DMP__MSG_PROC_EXIT;
+        if (!s_copy_name(msg->u.proc_exit.node, env->proc_exit->node, false) ||
+            env->proc_exit->error > 0 || env->proc_exit->exitcode < -128 ||
+            env->proc_exit->exitcode > 255)
+            return DMP_EPROTO;
+        msg->u.proc_exit.proc = env->proc_exit->proc;
+        msg->u.proc_exit.exitcode = env->proc_exit->exitcode;
+        msg->u.proc_exit.error = env->proc_exit->error;
+        return 0;
+    case DMPWIRE__ENVELOPE__BODY_PROC_SIGNAL:
+        msg->kind = DMP__MSG_PROC_SIGNAL;
+        if (env->proc_signal->signo == 0 || env->proc_signal->signo > 64)
+            return DMP_EPROTO;
+        msg->u.proc_signal.proc = env->proc_signal->proc;
+        msg->u.proc_signal.signo = env->proc_signal->signo;
+        return 0;
+    case DMPWIRE__ENVELOPE__BODY_PROC_LIST_REQUEST:
+        msg->kind = DMP__MSG_PROC_LIST_REQUEST;
+        return 0;
+    case DMPWIRE__ENVELOPE__BODY_PROC_LIST_REPLY: {
+        const Dmpwire__ProcListReply *rep = env->proc_list_reply;
+        msg->kind = DMP__MSG_PROC_LIST_REPLY;
+        if (rep->n_procs > 65536)
+            return DMP_EPROTO;
+        if (rep->n_procs) {
+            msg->u.proc_list_reply.procs =
+                dmp__calloc(rep->n_procs, sizeof(dmp__proc_info_t));
+            if (!msg->u.proc_list_reply.procs)
+                return -ENOMEM;
+            msg->u.proc_list_reply.n_procs = rep->n_procs;
+        }
+        for (size_t i = 0; i < rep->n_procs; i++) {
+            const Dmpwire__ProcInfo *src = rep->procs[i];
+            dmp__proc_info_t *dst = &msg->u.proc_list_reply.procs[i];
+            if (!s_copy_name(dst->node, src->node, false) ||
+                !s_copy_name(dst->name, src->name, false) ||
+                !s_copy_name(dst->target, src->target, false))
+                return DMP_EPROTO;
+            dst->proc = src->proc;
+            dst->pid = src->pid;
+            dst->running = src->running;
+            dst->exitcode = src->exitcode;
+            dst->runtime_ms = src->runtime_ms;
+        }
+        return 0;
+    }
     default:
         return DMP_EPROTO;
     }
@@ -302,10 +536,28 @@ dmp__msg_clear(dmp__msg_t *msg)
 {
     if (!msg)
         return;
-    if (msg->kind == DMP__MSG_HEARTBEAT)
+    switch (msg->kind) {
+    case DMP__MSG_HEARTBEAT:
         dmp__free(msg->u.heartbeat.members);
-    else if (msg->kind == DMP__MSG_NODES_REPLY)
+        break;
+    case DMP__MSG_NODES_REPLY:
         dmp__free(msg->u.nodes_reply.nodes);
+        break;
+    case DMP__MSG_SPAWN_REQUEST:
+        dmp__free(msg->u.spawn_request.args);
+        break;
+    case DMP__MSG_UPLOAD:
+        dmp__free(msg->u.upload.data);
+        break;
+    case DMP__MSG_PROC_OUTPUT:
+        dmp__free(msg->u.proc_output.data);
+        break;
+    case DMP__MSG_PROC_LIST_REPLY:
+        dmp__free(msg->u.proc_list_reply.procs);
+        break;
+    default:
+        break;
+    }
     memset(msg, 0, sizeof *msg);
 }
 
@@ -339,6 +591,24 @@ dmp__msg_kind_name(dmp__msg_kind_t kind)
         return "nodes-request";
     case DMP__MSG_NODES_REPLY:
         return "nodes-reply";
+    case DMP__MSG_OK:
+        return "ok";
+    case DMP__MSG_SPAWN_REQUEST:
+        return "spawn-request";
+    case DMP__MSG_SPAWN_REPLY:
+        return "spawn-reply";
+    case DMP__MSG_UPLOAD:
+        return "upload";
+    case DMP__MSG_PROC_OUTPUT:
+        return "proc-output";
+    case DMP__MSG_PROC_EXIT:
+        return "proc-exit";
+    case DMP__MSG_PROC_SIGNAL:
+        return "proc-signal";
+    case DMP__MSG_PROC_LIST_REQUEST:
+        return "proc-list-request";
+    case DMP__MSG_PROC_LIST_REPLY:
+        return "proc-list-reply";
     }
     return "unknown";
 }
