@@ -1,32 +1,206 @@
 /*
- * dmp_client.c - one request/reply connection to one agent.
+ * dmp_client.c - one connection to one agent, owned by an I/O thread.
  *
- * A DEALER socket, CURVE over tcp, plain over ipc (the ipc endpoint lives
- * in a 0700 directory). Requests carry increasing ids; a reply with another
- * id is a late answer to a request that already timed out and is dropped.
- * ZMQ_IMMEDIATE keeps requests from queueing for a peer that is gone, so
- * a dead agent shows up as DMP_ENODE within the request timeout, never as
- * a hang. One mutex serialises requests: ZeroMQ sockets are not
- * thread-safe. The client owns its ZeroMQ context.
+ * The thread owns the DEALER socket (ZeroMQ sockets are not thread-safe):
+ * callers hand it encoded requests through a locked outbox and an eventfd,
+ * and sleep on a condition variable until the reply with their request id
+ * arrives or their timeout passes. Events the agent pushes without being
+ * asked (a child's output, its exit) are handed to the event callback as
+ * they arrive, so a child's output reaches the terminal while the parent
+ * is busy. A reply with an unknown id answers a request that already timed
+ * out and is dropped. ZMQ_IMMEDIATE keeps requests from queueing for an
+ * agent that is gone; ZeroMQ heartbeats and the socket monitor turn a dead
+ * agent into DMP_ENODE for every waiter and one "lost" event, never a hang.
  */
 #define _GNU_SOURCE
 #include "dmp_impl.h"
 
 #include <pthread.h>
 #include <sodium.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
 #include <zmq.h>
+
+typedef struct s_outbox {
+    struct s_outbox *next;
+    uint64_t id;
+    uint8_t *buf;               /* encoded request, owned */
+    size_t len;
+} s_outbox_t;
+
+typedef struct s_pending {
+    struct s_pending *next;
+    uint64_t id;
+    bool done;
+    int rc;                     /* 0, or why no reply came */
+    dmp__msg_t rep;             /* the reply, when rc == 0 */
+} s_pending_t;
 
 struct dmp_client {
     void *ctx;                   /* owned ZeroMQ context */
-    void *sock;                  /* DEALER connected to the agent */
-    pthread_mutex_t lock;        /* serialises requests on sock */
-    uint64_t next_id;            /* id of the next request */
+    void *sock;                  /* DEALER; used only by the I/O thread */
+    void *mon;                   /* PAIR reading the socket monitor */
+    int wake_fd;                 /* eventfd: the outbox has work, or stop */
+    pthread_t io;                /* the I/O thread */
+    bool io_started;
+    pthread_mutex_t lock;        /* guards everything below */
+    pthread_cond_t cond;         /* a pending request completed */
+    s_outbox_t *outbox, **outbox_tail;
+    s_pending_t *pending;        /* requests waiting for replies */
+    uint64_t next_id;
+    bool stop;                   /* the I/O thread should exit */
+    bool lost;                   /* the agent connection dropped */
+    dmp__event_fn on_event;      /* pushed events; NULL msg = lost */
+    void *on_event_arg;
     double request_timeout;      /* seconds */
     char node[DMP__NAME_MAX];    /* the agent's node name, from Hello */
     char errmsg[DMP__TEXT_MAX];  /* text of the last error reply */
 };
+
+static bool
+s_is_event(dmp__msg_kind_t kind)
+{
+    return kind == DMP__MSG_PROC_OUTPUT || kind == DMP__MSG_PROC_EXIT;
+}
+
+/* Completes pending request id (or all, when all is set). Caller holds
+ * the lock. Takes the reply's contents when rep is given. */
+static void
+s_complete(dmp_client_t *c, uint64_t id, bool all, int rc, dmp__msg_t *rep)
+{
+    for (s_pending_t *p = c->pending; p; p = p->next) {
+        if (p->done || (!all && p->id != id))
+            continue;
+        p->done = true;
+        p->rc = rc;
+        if (rep) {
+            p->rep = *rep;
+            memset(rep, 0, sizeof *rep);
+        }
+        if (!all)
+            break;
+    }
+    pthread_cond_broadcast(&c->cond);
+}
+
+static void
+s_io_send_outbox(dmp_client_t *c)
+{
+    pthread_mutex_lock(&c->lock);
+    s_outbox_t *list = c->outbox;
+    c->outbox = NULL;
+    c->outbox_tail = &c->outbox;
+    pthread_mutex_unlock(&c->lock);
+    while (list) {
+        s_outbox_t *item = list;
+        list = item->next;
+        if (zmq_send(c->sock, item->buf, item->len, ZMQ_DONTWAIT) < 0) {
+            pthread_mutex_lock(&c->lock);
+            s_complete(c, item->id, false, DMP_ENODE, NULL);
+            pthread_mutex_unlock(&c->lock);
+        }
+        dmp__free(item->buf);
+        dmp__free(item);
+    }
+}
+
+static void
+s_io_recv(dmp_client_t *c)
+{
+    for (;;) {
+        zmq_msg_t frame;
+        zmq_msg_init(&frame);
+        if (zmq_msg_recv(&frame, c->sock, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&frame);
+            return;
+        }
+        dmp__msg_t msg;
+        /* Agents send single frames; a multi-frame part is garbage. */
+        int rc = zmq_msg_more(&frame)
+                     ? DMP_EPROTO
+                     : dmp__wire_decode(zmq_msg_data(&frame),
+                                        zmq_msg_size(&frame), &msg);
+        zmq_msg_close(&frame);
+        if (rc) {
+            dmp__log(DMP_LOG_WARN, "dropped a malformed message from node "
+                     "'%s': %s", c->node, dmp_strerror(rc));
+            continue;
+        }
+        if (s_is_event(msg.kind)) {
+            if (c->on_event)
+                c->on_event(&msg, c->on_event_arg);
+            dmp__msg_clear(&msg);
+            continue;
+        }
+        pthread_mutex_lock(&c->lock);
+        s_complete(c, msg.id, false, 0, &msg);
+        pthread_mutex_unlock(&c->lock);
+        dmp__msg_clear(&msg); /* a late reply nobody took */
+    }
+}
+
+static void
+s_io_monitor(dmp_client_t *c)
+{
+    zmq_msg_t frame;
+    zmq_msg_init(&frame);
+    bool disconnected = false;
+    while (zmq_msg_recv(&frame, c->mon, ZMQ_DONTWAIT) >= 0) {
+        if (zmq_msg_size(&frame) >= 6) {
+            uint16_t ev;
+            memcpy(&ev, zmq_msg_data(&frame), 2);
+            disconnected |= ev == ZMQ_EVENT_DISCONNECTED;
+        }
+        zmq_msg_close(&frame);
+        zmq_msg_init(&frame);
+    }
+    zmq_msg_close(&frame);
+    if (!disconnected)
+        return;
+    dmp__log(DMP_LOG_WARN, "lost the connection to node '%s'", c->node);
+    pthread_mutex_lock(&c->lock);
+    c->lost = true;
+    s_complete(c, 0, true, DMP_ENODE, NULL);
+    pthread_mutex_unlock(&c->lock);
+    if (c->on_event)
+        c->on_event(NULL, c->on_event_arg);
+}
+
+static void *
+s_io(void *arg)
+{
+    dmp_client_t *c = arg;
+    for (;;) {
+        zmq_pollitem_t items[3] = {{c->sock, 0, ZMQ_POLLIN, 0},
+                                   {NULL, c->wake_fd, ZMQ_POLLIN, 0},
+                                   {c->mon, 0, ZMQ_POLLIN, 0}};
+        if (zmq_poll(items, 3, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        if (items[1].revents & ZMQ_POLLIN) {
+            uint64_t n;
+            if (read(c->wake_fd, &n, sizeof n) < 0 && errno != EAGAIN)
+                break;
+            pthread_mutex_lock(&c->lock);
+            bool stop = c->stop;
+            pthread_mutex_unlock(&c->lock);
+            if (stop)
+                break;
+            s_io_send_outbox(c);
+        }
+        if (items[0].revents & ZMQ_POLLIN)
+            s_io_recv(c);
+        if (items[2].revents & ZMQ_POLLIN)
+            s_io_monitor(c);
+    }
+    return NULL;
+}
 
 void
 dmp_client_destroy(dmp_client_t **client_p)
@@ -34,98 +208,133 @@ dmp_client_destroy(dmp_client_t **client_p)
     if (!client_p || !*client_p)
         return;
     dmp_client_t *c = *client_p;
-    if (c->sock)
+    if (c->io_started) {
+        pthread_mutex_lock(&c->lock);
+        c->stop = true;
+        pthread_mutex_unlock(&c->lock);
+        uint64_t one = 1;
+        if (write(c->wake_fd, &one, sizeof one) < 0) {
+            /* an eventfd write fails only on overflow: the thread wakes */
+        }
+        pthread_join(c->io, NULL);
+    }
+    while (c->outbox) {
+        s_outbox_t *item = c->outbox;
+        c->outbox = item->next;
+        dmp__free(item->buf);
+        dmp__free(item);
+    }
+    if (c->sock) {
+        zmq_socket_monitor(c->sock, NULL, 0);
         zmq_close(c->sock);
+    }
+    if (c->mon)
+        zmq_close(c->mon);
     if (c->ctx)
         zmq_ctx_term(c->ctx);
+    if (c->wake_fd >= 0)
+        close(c->wake_fd);
+    pthread_cond_destroy(&c->cond);
     pthread_mutex_destroy(&c->lock);
     dmp__free(c);
     *client_p = NULL;
 }
 
-/* Sends req and waits for the reply with the same id. An Error reply
- * becomes its code, its text kept in errmsg. Caller holds c->lock. */
-static int
-s_request_locked(dmp_client_t *c, dmp__msg_t *req, dmp__msg_t *rep)
+int
+dmp__client_request(dmp_client_t *c, const char *node, dmp__msg_t *req,
+                    dmp__msg_t *rep, dmp__msg_kind_t want, double timeout)
 {
     memset(rep, 0, sizeof *rep);
-    req->id = ++c->next_id;
+    if (timeout <= 0)
+        timeout = c->request_timeout;
+    s_outbox_t *item = dmp__calloc(1, sizeof *item);
+    if (!item)
+        return -ENOMEM;
+    pthread_mutex_lock(&c->lock);
+    uint64_t id = ++c->next_id;
+    pthread_mutex_unlock(&c->lock);
+    req->id = id;
     req->version = DMP_PROTOCOL_VERSION;
-    c->errmsg[0] = '\0';
-    int rc = dmp__sock_send(c->sock, NULL, 0, req, ZMQ_DONTWAIT);
-    if (rc == -EAGAIN) {
-        snprintf(c->errmsg, sizeof c->errmsg, "node '%s' is not connected",
-                 c->node);
+    dmp__strlcpy(req->node, node ? node : "", sizeof req->node);
+    int rc = dmp__wire_encode(req, &item->buf, &item->len);
+    if (rc) {
+        dmp__free(item);
+        return rc;
+    }
+    item->id = id;
+    s_pending_t pending = {.id = id};
+    pthread_mutex_lock(&c->lock);
+    if (c->lost && !c->io_started) {
+        pthread_mutex_unlock(&c->lock);
+        dmp__free(item->buf);
+        dmp__free(item);
         return DMP_ENODE;
     }
-    if (rc)
-        return rc;
-    double deadline = dmp__now() + c->request_timeout;
-    for (;;) {
-        double left = deadline - dmp__now();
-        zmq_pollitem_t item = {c->sock, 0, ZMQ_POLLIN, 0};
-        if (left <= 0 || zmq_poll(&item, 1, dmp__timeout_ms(left)) <= 0) {
-            snprintf(c->errmsg, sizeof c->errmsg,
-                     "no reply from node '%s' within %.1f s", c->node,
-                     c->request_timeout);
-            return DMP_ENODE;
-        }
-        zmq_msg_t frame;
-        zmq_msg_init(&frame);
-        if (zmq_msg_recv(&frame, c->sock, ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close(&frame);
-            continue;
-        }
-        bool more = zmq_msg_more(&frame);
-        rc = more ? DMP_EPROTO
-                  : dmp__wire_decode(zmq_msg_data(&frame),
-                                     zmq_msg_size(&frame), rep);
-        zmq_msg_close(&frame);
-        if (more) { /* not ours: drain the rest of it */
-            int m = 1;
-            size_t sz = sizeof m;
-            while (m && zmq_getsockopt(c->sock, ZMQ_RCVMORE, &m, &sz) == 0 &&
-                   m) {
-                zmq_msg_init(&frame);
-                zmq_msg_recv(&frame, c->sock, 0);
-                zmq_msg_close(&frame);
-            }
-        }
-        if (rc == -ENOMEM)
-            return rc;
-        if (rc || rep->id != req->id) {
-            dmp__msg_clear(rep);
-            continue; /* garbage or a late reply: keep waiting */
-        }
-        if (rep->version != DMP_PROTOCOL_VERSION) {
-            snprintf(c->errmsg, sizeof c->errmsg,
-                     "node speaks protocol %u, we speak %u", rep->version,
-                     DMP_PROTOCOL_VERSION);
-            dmp__msg_clear(rep);
-            return DMP_EVERSION;
-        }
-        if (rep->kind == DMP__MSG_ERROR) {
-            dmp__strlcpy(c->errmsg, rep->u.error.text, sizeof c->errmsg);
-            rc = rep->u.error.code;
-            dmp__msg_clear(rep);
-            return rc;
-        }
-        return 0;
+    *c->outbox_tail = item;
+    c->outbox_tail = &item->next;
+    pending.next = c->pending;
+    c->pending = &pending;
+    uint64_t one = 1;
+    if (write(c->wake_fd, &one, sizeof one) < 0) {
+        /* cannot fail but on overflow, and then the thread is awake */
     }
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    double secs = timeout > 86400.0 * 365 ? 86400.0 * 365 : timeout;
+    until.tv_sec += (time_t)secs;
+    until.tv_nsec += (long)((secs - (double)(time_t)secs) * 1e9);
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    while (!pending.done) {
+        if (pthread_cond_timedwait(&c->cond, &c->lock, &until) == ETIMEDOUT)
+            break;
+    }
+    /* Unlink our pending record; the I/O thread only sees it under lock. */
+    for (s_pending_t **pp = &c->pending; *pp; pp = &(*pp)->next) {
+        if (*pp == &pending) {
+            *pp = pending.next;
+            break;
+        }
+    }
+    c->errmsg[0] = '\0';
+    if (!pending.done) {
+        snprintf(c->errmsg, sizeof c->errmsg,
+                 "no reply from node '%s' within %.1f s", c->node, timeout);
+        rc = DMP_ENODE;
+    } else if (pending.rc) {
+        snprintf(c->errmsg, sizeof c->errmsg, "lost the connection to "
+                 "node '%s'", c->node);
+        rc = pending.rc;
+    } else if (pending.rep.version != DMP_PROTOCOL_VERSION) {
+        snprintf(c->errmsg, sizeof c->errmsg,
+                 "node speaks protocol %u, we speak %u", pending.rep.version,
+                 DMP_PROTOCOL_VERSION);
+        rc = DMP_EVERSION;
+    } else if (pending.rep.kind == DMP__MSG_ERROR) {
+        dmp__strlcpy(c->errmsg, pending.rep.u.error.text, sizeof c->errmsg);
+        rc = pending.rep.u.error.code;
+    } else if (pending.rep.kind != want) {
+        rc = DMP_EPROTO;
+    } else {
+        *rep = pending.rep;
+        memset(&pending.rep, 0, sizeof pending.rep);
+    }
+    pthread_mutex_unlock(&c->lock);
+    dmp__msg_clear(&pending.rep);
+    return rc;
 }
 
-static int
-s_request(dmp_client_t *c, dmp__msg_t *req, dmp__msg_t *rep,
-          dmp__msg_kind_t want)
+void
+dmp__client_on_event(dmp_client_t *c, dmp__event_fn fn, void *arg)
 {
+    /* Set before any process exists, so the I/O thread reads a stable
+     * pointer; the lock publishes it. */
     pthread_mutex_lock(&c->lock);
-    int rc = s_request_locked(c, req, rep);
+    c->on_event = fn;
+    c->on_event_arg = arg;
     pthread_mutex_unlock(&c->lock);
-    if (rc == 0 && rep->kind != want) {
-        dmp__msg_clear(rep);
-        rc = DMP_EPROTO;
-    }
-    return rc;
 }
 
 static int
@@ -134,12 +343,50 @@ s_hello(dmp_client_t *c)
     dmp__msg_t req = {.kind = DMP__MSG_HELLO}, rep;
     req.u.hello.version = DMP_PROTOCOL_VERSION;
     dmp__strlcpy(req.u.hello.role, "client", sizeof req.u.hello.role);
-    int rc = s_request(c, &req, &rep, DMP__MSG_HELLO);
+    int rc = dmp__client_request(c, NULL, &req, &rep, DMP__MSG_HELLO, 0);
     if (rc == 0) {
+        pthread_mutex_lock(&c->lock);
         dmp__strlcpy(c->node, rep.u.hello.node, sizeof c->node);
+        pthread_mutex_unlock(&c->lock);
         dmp__msg_clear(&rep);
     }
     return rc;
+}
+
+/* Options on the DEALER before it connects. */
+static int
+s_setup_socket(dmp_client_t *c, bool tcp, const dmp__keypair_t *kp,
+               const char *server_pub)
+{
+    int one = 1, hb_ivl = 1000, hb_timeout = 3000;
+    int rc = dmp__sock_defaults(c->sock);
+    if (rc == 0 &&
+        (zmq_setsockopt(c->sock, ZMQ_IMMEDIATE, &one, sizeof one) != 0 ||
+         zmq_setsockopt(c->sock, ZMQ_HEARTBEAT_IVL, &hb_ivl,
+                        sizeof hb_ivl) != 0 ||
+         zmq_setsockopt(c->sock, ZMQ_HEARTBEAT_TIMEOUT, &hb_timeout,
+                        sizeof hb_timeout) != 0))
+        rc = -errno;
+    if (rc == 0 && tcp)
+        rc = dmp__sock_curve_client(c->sock, kp, server_pub);
+    return rc;
+}
+
+/* After the handshake: watch for disconnects, start the I/O thread. */
+static int
+s_start_io(dmp_client_t *c)
+{
+    char ep[64];
+    snprintf(ep, sizeof ep, "inproc://dmp-client-mon-%p", (void *)c);
+    if (zmq_socket_monitor(c->sock, ep, ZMQ_EVENT_DISCONNECTED) != 0)
+        return -errno;
+    c->mon = zmq_socket(c->ctx, ZMQ_PAIR);
+    if (!c->mon || zmq_connect(c->mon, ep) != 0)
+        return -errno;
+    if (pthread_create(&c->io, NULL, s_io, c) != 0)
+        return -EAGAIN;
+    c->io_started = true;
+    return 0;
 }
 
 int
@@ -159,8 +406,8 @@ dmp_client_connect(const dmp_client_opts_t *opts, dmp_client_t **client_p,
         return -EINVAL;
     }
     bool tcp = strncmp(opts->address, "tcp://", 6) == 0;
-    dmp__keypair_t kp;
-    char server_pub[DMP__Z85_KEY_LEN + 1];
+    dmp__keypair_t kp = {0};
+    char server_pub[DMP__Z85_KEY_LEN + 1] = "";
     int rc = 0;
     if (tcp) {
         if (!opts->key_file || !*opts->key_file) {
@@ -187,32 +434,35 @@ dmp_client_connect(const dmp_client_opts_t *opts, dmp_client_t **client_p,
 
     dmp_client_t *c = dmp__calloc(1, sizeof *c);
     if (!c) {
-        if (tcp)
-            dmp__keypair_wipe(&kp);
+        dmp__keypair_wipe(&kp);
         return -ENOMEM;
     }
+    c->wake_fd = -1;
+    c->outbox_tail = &c->outbox;
     pthread_mutex_init(&c->lock, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->cond, &attr);
+    pthread_condattr_destroy(&attr);
     c->request_timeout =
         opts->request_timeout > 0 ? opts->request_timeout : 10.0;
     dmp__strlcpy(c->node, opts->address, sizeof c->node);
+    c->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     c->ctx = zmq_ctx_new();
     c->sock = c->ctx ? zmq_socket(c->ctx, ZMQ_DEALER) : NULL;
-    if (!c->sock) {
+    if (!c->sock || c->wake_fd < 0) {
         rc = -ENOMEM;
         goto out;
     }
-    int one = 1;
-    rc = dmp__sock_defaults(c->sock);
-    if (rc == 0 &&
-        zmq_setsockopt(c->sock, ZMQ_IMMEDIATE, &one, sizeof one) != 0)
-        rc = -errno;
-    if (rc == 0 && tcp)
-        rc = dmp__sock_curve_client(c->sock, &kp, server_pub);
+    rc = s_setup_socket(c, tcp, &kp, server_pub);
     if (rc)
         goto out;
     double ctimeout = opts->connect_timeout > 0 ? opts->connect_timeout : 5.0;
     rc = dmp__sock_connect_checked(c->ctx, c->sock, opts->address, ctimeout,
                                    errbuf, errlen);
+    if (rc == 0)
+        rc = s_start_io(c);
     if (rc == 0) {
         rc = s_hello(c);
         if (rc)
@@ -221,8 +471,7 @@ dmp_client_connect(const dmp_client_opts_t *opts, dmp_client_t **client_p,
                      c->errmsg[0] ? ": " : "", c->errmsg);
     }
 out:
-    if (tcp)
-        dmp__keypair_wipe(&kp);
+    dmp__keypair_wipe(&kp);
     if (rc) {
         dmp__log(DMP_LOG_WARN, "%s", errbuf[0] ? errbuf : dmp_strerror(rc));
         dmp_client_destroy(&c);
@@ -255,7 +504,8 @@ dmp_client_nodes(dmp_client_t *client, dmp_node_info_t **nodes_p,
                  size_t *count_p)
 {
     dmp__msg_t req = {.kind = DMP__MSG_NODES_REQUEST}, rep;
-    int rc = s_request(client, &req, &rep, DMP__MSG_NODES_REPLY);
+    int rc = dmp__client_request(client, NULL, &req, &rep,
+                                 DMP__MSG_NODES_REPLY, 0);
     if (rc)
         return rc;
     dmp_node_info_t *nodes = rep.u.nodes_reply.nodes;

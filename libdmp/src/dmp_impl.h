@@ -219,6 +219,19 @@ void dmp__msg_error(dmp__msg_t *msg, uint64_t id, int code, const char *fmt,
                     ...) __attribute__((format(printf, 4, 5)));
 const char *dmp__msg_kind_name(dmp__msg_kind_t kind);
 
+/* ---- Client internals (dmp_client.c) -------------------------------- */
+/* Receives events the agent pushes (child output, exits) on the client's
+ * I/O thread; msg is NULL once when the connection to the agent is lost. */
+typedef void (*dmp__event_fn)(const dmp__msg_t *msg, void *arg);
+void dmp__client_on_event(dmp_client_t *c, dmp__event_fn fn, void *arg);
+/* Sends req to the agent (to be forwarded to `node` when not NULL/"") and
+ * waits up to timeout seconds (0: the client's default) for the reply of
+ * kind `want`. An Error reply becomes its code, with its text in
+ * dmp_client_errmsg. Fills rep only on success; free it with
+ * dmp__msg_clear. DMP_ENODE on timeout or a lost connection. */
+int dmp__client_request(dmp_client_t *c, const char *node, dmp__msg_t *req,
+                        dmp__msg_t *rep, dmp__msg_kind_t want, double timeout);
+
 /* ---- ZeroMQ helpers shared by the library, the agent and the CLI ----- */
 /* The ZAP domain every dmp CURVE server uses (never empty: see FAULTS). */
 #define DMP__ZAP_DOMAIN "dmp"

@@ -358,6 +358,8 @@ node_run(node_t *node)
     while (!node->stopping) {
         size_t n_items = 0;
         zmq_pollitem_t items[4 + NODE_PEERS_MAX];
+        /* Fixed slots: 0 ipc, 1 signals, 2 control (embedded), then tcp,
+         * then one per peer. */
         items[n_items++] = (zmq_pollitem_t){node->ipc, 0, ZMQ_POLLIN, 0};
         items[n_items++] = (zmq_pollitem_t){NULL, node->sig_fd, ZMQ_POLLIN, 0};
         if (control >= 0)
@@ -376,11 +378,26 @@ node_run(node_t *node)
             break;
         }
         for (size_t i = 0; i < n_items; i++) {
-            if (!(items[i].revents & ZMQ_POLLIN))
+            /* A closed control socket shows as POLLERR (HUP), not POLLIN. */
+            if (!(items[i].revents & (ZMQ_POLLIN | ZMQ_POLLERR)))
                 continue;
-            if (items[i].socket == node->ipc || items[i].socket == node->tcp) {
-                /* Bounded burst per wake-up, so one busy client cannot
-                 * starve the timers. */
+            if (i == 1) {
+                struct signalfd_siginfo si;
+                if (read(node->sig_fd, &si, sizeof si) == sizeof si)
+                    info_f("stopping on signal %u", si.ssi_signo);
+                node->stopping = true;
+            } else if (control >= 0 && i == 2) {
+                char buf[64];
+                ssize_t n = read(control, buf, sizeof buf);
+                if (n <= 0) { /* the program that owns us is gone */
+                    debug_f("control link closed; stopping");
+                    node->stopping = true;
+                }
+            } else if (i >= first_peer) {
+                s_drain(items[i].socket);
+            } else {
+                /* The ipc or tcp ROUTER. A bounded burst per wake-up, so
+                 * one busy client cannot starve the timers. */
                 for (int k = 0; k < 64; k++) {
                     int ev = 0;
                     size_t sz = sizeof ev;
@@ -388,20 +405,6 @@ node_run(node_t *node)
                     if (!(ev & ZMQ_POLLIN))
                         break;
                     s_serve(node, items[i].socket);
-                }
-            } else if (i >= first_peer) {
-                s_drain(items[i].socket);
-            } else if (items[i].fd == node->sig_fd) {
-                struct signalfd_siginfo si;
-                if (read(node->sig_fd, &si, sizeof si) == sizeof si)
-                    info_f("stopping on signal %u", si.ssi_signo);
-                node->stopping = true;
-            } else if (items[i].fd == control) {
-                char buf[64];
-                ssize_t n = read(control, buf, sizeof buf);
-                if (n <= 0) { /* the program that owns us is gone */
-                    debug_f("control link closed; stopping");
-                    node->stopping = true;
                 }
             }
         }
