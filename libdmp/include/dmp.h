@@ -35,7 +35,7 @@ extern "C" {
 #define DMP_VERSION_STRING "0.1.0"
 
 /* Wait forever (a timeout argument). */
-#define DMP_FOREVER (-1.0 / 0.0)
+#define DMP_FOREVER (1.0 / 0.0)
 
 /*
  * dmp's own error codes, a reserved negative block below -1000 so they never
@@ -104,12 +104,24 @@ DMP_EXPORT void dmp_set_log_handler(dmp_log_fn fn, dmp_log_level_t level,
  *
  * With neither DMP_CLUSTER nor DMP_AGENT set, dmp_init starts a private
  * dmpd child (the embedded default) that exits when this process exits.
+ *
+ * In a child process started by dmp (see dmp_process_new), dmp_init runs
+ * the child's target and exits with its return value: it never returns.
+ * So call it first thing in main(), before anything a child must not do.
  * Returns 0, DMP_EAUTH, DMP_ESERVERKEY, DMP_ENODE, DMP_EKEY, DMP_ENOAGENT,
  * -ENOMEM. Calling it again after success returns 0 and does nothing.
  */
 DMP_EXPORT int dmp_init(void);
 
-/* Leaves the cluster, stops the embedded agent. Safe to call twice. */
+/* dmp_init with explicit settings instead of the environment (opts NULL:
+ * the environment). On failure `errbuf` (if given) says why. */
+typedef struct dmp_client_opts dmp_client_opts_t;
+DMP_EXPORT int dmp_init_opts(const dmp_client_opts_t *opts, char *errbuf,
+                             size_t errlen);
+
+/* As Python at exit: terminates daemon processes this program started,
+ * joins the others, leaves the cluster, stops the embedded agent. Safe to
+ * call twice. */
 DMP_EXPORT void dmp_fini(void);
 
 /* ---- Cluster ---------------------------------------------------------- */
@@ -138,13 +150,13 @@ DMP_EXPORT const char *dmp_node_state_name(dmp_node_state_t state);
  * the process-wide connection. The CLI and tools use it directly. */
 typedef struct dmp_client dmp_client_t;
 
-typedef struct {
+struct dmp_client_opts {
     const char *address;    /* ipc://PATH or tcp://HOST:PORT; required */
     const char *key_file;   /* client secret key; required for tcp */
     const char *server_key; /* node public key: .pub path or Z85; tcp */
     double connect_timeout; /* seconds; 0 means 5 */
     double request_timeout; /* seconds; 0 means 10 */
-} dmp_client_opts_t;
+};
 
 /* Connects and says Hello. On failure, fills `errbuf` (if given) with a
  * sentence naming the cause. DMP_EAUTH: the node refused our key.
@@ -180,10 +192,99 @@ DMP_EXPORT dmp_client_t *dmp_default_client(void);
 DMP_EXPORT int dmp_nodes(dmp_node_info_t **nodes_p, size_t *count_p);
 DMP_EXPORT void dmp_nodes_free(dmp_node_info_t **nodes_p);
 
+/* ---- Processes --------------------------------------------------------- */
+
+typedef struct dmp_value dmp_value_t;
+
+/*
+ * A target is a function a child process runs, found by name: the child is
+ * the same executable, re-entered through dmp_init() (Python's "spawn"
+ * start method), so it must call dmp_init() first thing in main(). In a
+ * child, dmp_init() runs the target and exits with its return value; it
+ * never returns. `args` is the list given to the process (borrowed).
+ */
+typedef int (*dmp_target_fn)(const dmp_value_t *args);
+
+typedef struct dmp_target {
+    const char *name;
+    dmp_target_fn fn;
+    struct dmp_target *next; /* the registry's link; leave NULL */
+} dmp_target_t;
+
+/* Adds a target to the registry (normally through the macros below, which
+ * run before main, so no -rdynamic is needed). */
+DMP_EXPORT void dmp_target_register(dmp_target_t *target);
+
+/* Defines and registers a target:  DMP_TARGET(worker) { ...; return 0; } */
+#define DMP_TARGET(fn)                                                       \
+    static int fn(const dmp_value_t *args);                                  \
+    static dmp_target_t dmp_target_##fn = {#fn, fn, NULL};                   \
+    __attribute__((constructor)) static void dmp_target_init_##fn(void)      \
+    {                                                                        \
+        dmp_target_register(&dmp_target_##fn);                               \
+    }                                                                        \
+    static int fn(const dmp_value_t *args)
+
+/* Registers a function defined elsewhere:  DMP_REGISTER(worker); */
+#define DMP_REGISTER(fn)                                                     \
+    static dmp_target_t dmp_target_##fn = {#fn, fn, NULL};                   \
+    __attribute__((constructor)) static void dmp_target_init_##fn(void)      \
+    {                                                                        \
+        dmp_target_register(&dmp_target_##fn);                               \
+    }
+
+typedef struct dmp_process dmp_process_t;
+
+typedef struct {
+    const char *target;     /* registered target; required */
+    const char *name;       /* default "Process-N", as Python numbers them */
+    const dmp_value_t *args; /* a list (borrowed, copied); NULL: no args */
+    /* Where to run: a node name, "local" (the node this program talks
+     * to), or "spread" (round robin over alive nodes). NULL: $DMP_PLACE,
+     * else "local". */
+    const char *node;
+    int daemon;             /* terminated by dmp_fini instead of joined */
+} dmp_process_opts_t;
+
+/* Python's Process(target=..., name=..., args=...). Does not start it.
+ * -EINVAL: no such registered target, args not a list, bad name. */
+DMP_EXPORT int dmp_process_new(const dmp_process_opts_t *opts,
+                               dmp_process_t **proc_p);
+/* Starts it (once: -EINVAL after). Ships the executable to a node that
+ * lacks it (content-addressed, verified, cached). DMP_ENODE when the node
+ * is unknown, dead or unreachable. Calls dmp_init() if needed. */
+DMP_EXPORT int dmp_process_start(dmp_process_t *proc);
+/* Waits until it exits: 0; -ETIMEDOUT after timeout seconds (DMP_FOREVER:
+ * no limit; 0: just check); DMP_ENODE when its node was lost (exit code
+ * unknown); -EINVAL when not started. Everything the child printed is out
+ * before join returns 0. */
+DMP_EXPORT int dmp_process_join(dmp_process_t *proc, double timeout);
+/* 1 while started and not exited, else 0. */
+DMP_EXPORT int dmp_process_is_alive(dmp_process_t *proc);
+/* Python's exitcode: 0, the target's return value (or exit status), or
+ * -signal. Returns 0 and fills *code once exited; -EAGAIN while it runs
+ * or before start (Python's None); DMP_ENODE when its node was lost. */
+DMP_EXPORT int dmp_process_exitcode(dmp_process_t *proc, int *code);
+/* SIGTERM / SIGKILL, wherever it runs. 0 also when it already exited. */
+DMP_EXPORT int dmp_process_terminate(dmp_process_t *proc);
+DMP_EXPORT int dmp_process_kill(dmp_process_t *proc);
+/* pid on its node (0 before start), its name, its node ("" before). */
+DMP_EXPORT int dmp_process_pid(const dmp_process_t *proc);
+DMP_EXPORT const char *dmp_process_name(const dmp_process_t *proc);
+DMP_EXPORT const char *dmp_process_node(const dmp_process_t *proc);
+/* Frees the handle; a running process goes on (see dmp_fini). Safe on
+ * NULL; nulls *proc_p. */
+DMP_EXPORT void dmp_process_destroy(dmp_process_t **proc_p);
+
+/* Python's current_process().name: "MainProcess" in the program, the
+ * process's name in a child. And the node this process runs on. */
+DMP_EXPORT const char *dmp_current_process_name(void);
+DMP_EXPORT const char *dmp_current_node(void);
+
 /* ---- Values: what processes, queues, pipes and managers carry -------- */
 
 /*
- * A dmp value is the C counterpart of the picklable Python objects dmp
+ * A dmp value (dmp_value_t, declared above) is the C counterpart of the picklable Python objects dmp
  * programs pass around: None, bool, int (64-bit), float (double), str
  * (UTF-8, may contain NUL), bytes, list, and dict (insertion-ordered; keys
  * are scalars: None, bool, int, float, str, bytes). Values are trees: a
@@ -195,8 +296,6 @@ DMP_EXPORT void dmp_nodes_free(dmp_node_info_t **nodes_p);
  *     dmp_value_t *args = dmp_list_of(2, dmp_int(5), dmp_str("x"));
  *     if (!args) return -ENOMEM;
  */
-typedef struct dmp_value dmp_value_t;
-
 typedef enum {
     DMP_VALUE_NONE = 0,
     DMP_VALUE_BOOL = 1,

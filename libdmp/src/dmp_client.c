@@ -57,6 +57,7 @@ struct dmp_client {
     dmp__event_fn on_event;      /* pushed events; NULL msg = lost */
     void *on_event_arg;
     double request_timeout;      /* seconds */
+    bool local;                  /* over ipc: the agent is on this host */
     char node[DMP__NAME_MAX];    /* the agent's node name, from Hello */
     char errmsg[DMP__TEXT_MAX];  /* text of the last error reply */
 };
@@ -447,6 +448,7 @@ dmp_client_connect(const dmp_client_opts_t *opts, dmp_client_t **client_p,
     pthread_condattr_destroy(&attr);
     c->request_timeout =
         opts->request_timeout > 0 ? opts->request_timeout : 10.0;
+    c->local = !tcp;
     dmp__strlcpy(c->node, opts->address, sizeof c->node);
     c->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     c->ctx = zmq_ctx_new();
@@ -485,6 +487,12 @@ const char *
 dmp_client_node(const dmp_client_t *client)
 {
     return client->node;
+}
+
+bool
+dmp__client_is_local(const dmp_client_t *c)
+{
+    return c->local;
 }
 
 const char *

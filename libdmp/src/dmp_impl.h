@@ -113,6 +113,8 @@ typedef enum {
 
 #define DMP__DIGEST_HEX 64
 #define DMP__CHUNK_MAX (512u * 1024) /* upload and output chunks */
+#define DMP__ARGV_MAX 256                /* command-mode arguments */
+#define DMP__ARG_LEN_MAX 4096
 
 /* One process as an agent reports it (dmp ps). */
 typedef struct {
@@ -170,6 +172,8 @@ typedef struct {
             uint64_t exe_size;
             uint32_t parent_pid;
             bool daemon;
+            char **argv;        /* NULL-terminated; owned on decode */
+            size_t argc;
         } spawn_request;
         struct {
             uint64_t proc;
@@ -231,6 +235,19 @@ void dmp__client_on_event(dmp_client_t *c, dmp__event_fn fn, void *arg);
  * dmp__msg_clear. DMP_ENODE on timeout or a lost connection. */
 int dmp__client_request(dmp_client_t *c, const char *node, dmp__msg_t *req,
                         dmp__msg_t *rep, dmp__msg_kind_t want, double timeout);
+
+/* ---- Processes (dmp_target.c, dmp_process.c, dmp_init.c) ----------- */
+dmp_target_fn dmp__target_find(const char *name);
+/* Runs this process as the child its spawn record (fd in DMP_CHILD)
+ * describes; never returns. */
+void dmp__child_main(const char *fd_text) __attribute__((noreturn));
+/* dmp_init's connection step without the child check. */
+int dmp__init_connect(const dmp_client_opts_t *opts, char *errbuf,
+                      size_t errlen);
+/* True when the client talks to an agent on this host (ipc). */
+bool dmp__client_is_local(const dmp_client_t *c);
+/* dmp_fini's first step: terminate daemons, join the others. */
+void dmp__process_atexit(void);
 
 /* ---- ZeroMQ helpers shared by the library, the agent and the CLI ----- */
 /* The ZAP domain every dmp CURVE server uses (never empty: see FAULTS). */

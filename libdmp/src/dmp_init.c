@@ -209,8 +209,15 @@ s_stop_embedded(void)
 }
 
 int
-dmp_init(void)
+dmp__init_connect(const dmp_client_opts_t *given, char *errbuf,
+                  size_t errlen)
 {
+    char scratch[DMP__TEXT_MAX];
+    if (!errbuf) {
+        errbuf = scratch;
+        errlen = sizeof scratch;
+    }
+    errbuf[0] = '\0';
     pthread_mutex_lock(&s_lib.lock);
     int rc = 0;
     if (s_lib.client)
@@ -223,7 +230,9 @@ dmp_init(void)
     char endpoint[DMP__ADDR_MAX];
     const char *agent = getenv("DMP_AGENT");
     const char *cluster = getenv("DMP_CLUSTER");
-    if (agent && *agent) {
+    if (given) {
+        opts = *given;
+    } else if (agent && *agent) {
         opts.address = agent;
     } else if (cluster && *cluster) {
         opts.address = cluster;
@@ -231,14 +240,16 @@ dmp_init(void)
         opts.server_key = getenv("DMP_SERVER_KEY");
     } else {
         rc = s_start_embedded(endpoint, sizeof endpoint);
-        if (rc)
+        if (rc) {
+            snprintf(errbuf, errlen, "cannot start a local agent: %s",
+                     dmp_strerror(rc));
             goto out;
+        }
         opts.address = endpoint;
     }
-    char err[DMP__TEXT_MAX];
-    rc = dmp_client_connect(&opts, &s_lib.client, err, sizeof err);
+    rc = dmp_client_connect(&opts, &s_lib.client, errbuf, errlen);
     if (rc) {
-        dmp__log(DMP_LOG_ERROR, "dmp_init: %s", err);
+        dmp__log(DMP_LOG_ERROR, "dmp_init: %s", errbuf);
         s_stop_embedded();
     }
 out:
@@ -246,9 +257,25 @@ out:
     return rc;
 }
 
+int
+dmp_init_opts(const dmp_client_opts_t *opts, char *errbuf, size_t errlen)
+{
+    const char *child = getenv("DMP_CHILD");
+    if (child && *child)
+        dmp__child_main(child); /* never returns */
+    return dmp__init_connect(opts, errbuf, errlen);
+}
+
+int
+dmp_init(void)
+{
+    return dmp_init_opts(NULL, NULL, 0);
+}
+
 void
 dmp_fini(void)
 {
+    dmp__process_atexit();
     pthread_mutex_lock(&s_lib.lock);
     dmp_client_destroy(&s_lib.client);
     s_stop_embedded();

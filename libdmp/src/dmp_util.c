@@ -229,7 +229,7 @@ dmp__timeout_ms(double seconds)
 {
     if (isnan(seconds) || seconds <= 0)
         return 0;
-    if (isinf(seconds) || seconds > 86400.0 * 365)
+    if (isinf(seconds) || seconds > 86400.0 * 24) /* > 24 days: forever */
         return -1;
     long ms = (long)ceil(seconds * 1000.0);
     return ms;

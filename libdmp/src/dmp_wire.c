@@ -152,6 +152,8 @@ dmp__wire_encode(const dmp__msg_t *msg, uint8_t **buf_p, size_t *len_p)
         sreq.exe_size = msg->u.spawn_request.exe_size;
         sreq.parent_pid = msg->u.spawn_request.parent_pid;
         sreq.daemon = msg->u.spawn_request.daemon;
+        sreq.n_argv = msg->u.spawn_request.argc;
+        sreq.argv = msg->u.spawn_request.argv;
         env.body_case = DMPWIRE__ENVELOPE__BODY_SPAWN_REQUEST;
         env.spawn_request = &sreq;
         break;
@@ -422,12 +424,31 @@ s_from_envelope(const Dmpwire__Envelope *env, dmp__msg_t *msg)
         const Dmpwire__SpawnRequest *r = env->spawn_request;
         msg->kind = DMP__MSG_SPAWN_REQUEST;
         if (!s_copy_name(msg->u.spawn_request.name, r->name, false) ||
-            !s_copy_name(msg->u.spawn_request.target, r->target, false) ||
+            !s_copy_name(msg->u.spawn_request.target, r->target, true) ||
             !s_copy_digest(msg->u.spawn_request.digest, r->digest, true))
             return DMP_EPROTO;
         msg->u.spawn_request.exe_size = r->exe_size;
         msg->u.spawn_request.parent_pid = r->parent_pid;
         msg->u.spawn_request.daemon = r->daemon;
+        /* Exactly one of target and argv: a function or a command. */
+        if ((r->target[0] != '\0') == (r->n_argv != 0) ||
+            r->n_argv > DMP__ARGV_MAX)
+            return DMP_EPROTO;
+        if (r->n_argv) {
+            char **argv = dmp__calloc(r->n_argv + 1, sizeof *argv);
+            if (!argv)
+                return -ENOMEM;
+            msg->u.spawn_request.argv = argv;
+            for (size_t i = 0; i < r->n_argv; i++) {
+                if (strlen(r->argv[i]) > DMP__ARG_LEN_MAX ||
+                    (i == 0 && r->argv[i][0] == '\0'))
+                    return DMP_EPROTO;
+                argv[i] = dmp__strdup(r->argv[i]);
+                if (!argv[i])
+                    return -ENOMEM;
+                msg->u.spawn_request.argc = i + 1;
+            }
+        }
         return s_copy_bytes(&msg->u.spawn_request.args,
                             &msg->u.spawn_request.args_len, &r->args,
                             DMP__WIRE_MAX);
@@ -545,6 +566,9 @@ dmp__msg_clear(dmp__msg_t *msg)
         break;
     case DMP__MSG_SPAWN_REQUEST:
         dmp__free(msg->u.spawn_request.args);
+        for (size_t i = 0; i < msg->u.spawn_request.argc; i++)
+            dmp__free(msg->u.spawn_request.argv[i]);
+        dmp__free(msg->u.spawn_request.argv);
         break;
     case DMP__MSG_UPLOAD:
         dmp__free(msg->u.upload.data);

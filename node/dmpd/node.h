@@ -11,6 +11,7 @@
 #include "dmp_impl.h"
 
 #include <stdio.h>
+#include <sys/types.h>
 
 /* ---- logging (node_log.c): stderr, house style, function stamped ---- */
 extern dmp_log_level_t node_log_level;
@@ -37,6 +38,7 @@ typedef struct {
     char key_file[PATH_MAX];           /* our secret key */
     char keys_dir[PATH_MAX];           /* allow-list: NAME.pub files */
     char runtime_dir[PATH_MAX];        /* 0700: ipc socket, lock */
+    char cache_dir[PATH_MAX];          /* binary cache (default: in runtime) */
     node_peer_addr_t peers[NODE_PEERS_MAX]; /* NAME@tcp://HOST:PORT */
     size_t n_peers;
     double heartbeat;                  /* seconds between heartbeats */
@@ -135,6 +137,66 @@ void node_cache_upload_abort(node_cache_upload_t **up_p);
 /* SHA-256 of a file as 64 lowercase hex digits (+NUL). */
 int node_cache_file_digest(const char *path, char out[NODE_DIGEST_HEX + 1]);
 
+/* ---- processes (node_spawn.c) ---------------------------------------- */
+/* Where a process's events (output, exit) go: the socket and routing id
+ * its spawn request came from. */
+typedef struct {
+    void *sock;
+    uint8_t rid[256];
+    size_t rid_len;
+} node_sub_t;
+
+typedef struct node_proc {
+    struct node_proc *next;
+    uint64_t id;            /* unique at this agent (incarnation-salted) */
+    pid_t pid;
+    int pidfd;              /* -1 once reaped */
+    int out_fd, err_fd;     /* relay pipes' read ends, -1 if direct/closed */
+    char name[DMP__NAME_MAX];
+    char target[DMP__NAME_MAX];
+    double started;         /* monotonic */
+    double ended;
+    bool running;
+    int exitcode;           /* 0, N, -signal */
+    node_sub_t sub;         /* who gets its events */
+} node_proc_t;
+
+/* Starts the process req asks for and fills rep with a SpawnReply or an
+ * Error (DMP_EBINARY when the executable must be uploaded first). `local`:
+ * the request came over the ipc socket, so its parent runs on this host. */
+void node_spawn_start(node_t *node, const dmp__msg_t *req, bool local,
+                      const node_sub_t *sub, dmp__msg_t *rep);
+/* Adds pidfds and relay pipes to a poll set; returns how many. */
+size_t node_spawn_poll_items(node_t *node, void *items, size_t max);
+/* Handles a readable pidfd or pipe (from the poll set above). */
+void node_spawn_on_fd(node_t *node, int fd);
+int node_spawn_signal(node_t *node, uint64_t proc, int signo);
+/* Running and recently ended processes. Caller owns *procs_p. */
+int node_spawn_list(node_t *node, dmp__proc_info_t **procs_p, size_t *n_p);
+unsigned node_spawn_running(node_t *node);
+/* Stops every child (SIGTERM, SIGKILL after a grace period) and reaps. */
+void node_spawn_close(node_t *node);
+
+/* ---- forwarding to peers (node_route.c) ------------------------------ */
+/* A request for another node goes to that peer over our DEALER with a
+ * fresh id; its reply comes back on the DEALER and is relayed to the
+ * client under the client's id. Events of processes started that way are
+ * relayed likewise. One hop only: a forwarded request is for its receiver.
+ */
+void node_route_forward(node_t *node, node_peer_t *peer,
+                        const node_sub_t *client, dmp__msg_t *req);
+void node_route_on_peer_msg(node_t *node, node_peer_t *peer,
+                            dmp__msg_t *msg);
+/* The peer died: pending forwards get DMP_ENODE, its processes' owners a
+ * ProcExit with error DMP_ENODE. */
+void node_route_peer_lost(node_t *node, node_peer_t *peer);
+/* Expires forwards that never got a reply. */
+void node_route_tick(node_t *node);
+void node_route_close(node_t *node);
+/* Sends msg to a subscriber without blocking. */
+int node_send_to(const node_sub_t *sub, const dmp__msg_t *msg);
+node_peer_t *node_peers_find(node_t *node, const char *name);
+
 /* ---- the agent (node_server.c) --------------------------------------- */
 struct node {
     node_config_t cfg;
@@ -152,6 +214,12 @@ struct node {
     char ipc_endpoint[DMP__ADDR_MAX + 16];
     char ipc_path[PATH_MAX];
     bool stopping;
+    node_cache_t *cache;        /* binaries shipped to us */
+    node_proc_t *procs;         /* children, running and recently ended */
+    uint64_t next_proc;         /* id of the next child */
+    struct node_fwd *fwds;      /* forwarded requests awaiting replies */
+    struct node_rsub *rsubs;    /* processes we started on peers */
+    uint64_t next_fwd;
 };
 
 /* Sets up everything, runs until SIGTERM/SIGINT or the control fd closes,

@@ -32,6 +32,8 @@ static const char s_usage[] =
     "  -r, --runtime-dir DIR   0700 directory for the local socket and lock\n"
     "                          (default: $XDG_RUNTIME_DIR/dmp/NAME or\n"
     "                          /tmp/dmp-UID/NAME)\n"
+    "      --cache-dir DIR     binaries shipped by other nodes (default:\n"
+    "                          RUNTIME_DIR/cache)\n"
     "      --heartbeat SEC     seconds between heartbeats (default 1)\n"
     "      --liveness N        missed heartbeats before a peer is dead\n"
     "                          (default 3)\n"
@@ -41,7 +43,8 @@ static const char s_usage[] =
     "      --version           print the version\n"
     "\n"
     "Config file: one 'key = value' a line, keys as the long options\n"
-    "(name, listen, advertise, peer, key, keys_dir, runtime_dir, heartbeat,\n"
+    "(name, listen, advertise, peer, key, keys_dir, runtime_dir, cache_dir,\n"
+    "heartbeat, "
     "liveness, log_level = error|warn|info|debug).\n";
 
 bool
@@ -101,6 +104,9 @@ s_set(const char *key, const char *value, void *arg, char *err,
     } else if (strcmp(key, "runtime_dir") == 0 ||
                strcmp(key, "runtime-dir") == 0) {
         dmp__strlcpy(cfg->runtime_dir, value, sizeof cfg->runtime_dir);
+    } else if (strcmp(key, "cache_dir") == 0 ||
+               strcmp(key, "cache-dir") == 0) {
+        dmp__strlcpy(cfg->cache_dir, value, sizeof cfg->cache_dir);
     } else if (strcmp(key, "heartbeat") == 0) {
         if (dmp__parse_seconds(value, &secs) != 0 || secs < 0.01 ||
             secs > 3600) {
@@ -170,6 +176,9 @@ s_finish(node_config_t *cfg)
             snprintf(cfg->runtime_dir, sizeof cfg->runtime_dir,
                      "/tmp/dmp-%u/%s", (unsigned)getuid(), cfg->name);
     }
+    if (!cfg->cache_dir[0])
+        snprintf(cfg->cache_dir, sizeof cfg->cache_dir, "%s/cache",
+                 cfg->runtime_dir);
     if (cfg->listen[0]) {
         if (!cfg->key_file[0] || !cfg->keys_dir[0]) {
             fprintf(stderr, "dmpd: listening on tcp needs --key and "
@@ -197,7 +206,7 @@ s_finish(node_config_t *cfg)
 int
 node_config_load(node_config_t *cfg, int argc, char **argv)
 {
-    enum { OPT_ADVERTISE = 256, OPT_HEARTBEAT, OPT_LIVENESS, OPT_VERSION,
+    enum { OPT_ADVERTISE = 256, OPT_CACHE_DIR, OPT_HEARTBEAT, OPT_LIVENESS, OPT_VERSION,
            OPT_EMBEDDED, OPT_CONTROL_FD };
     static const struct option longopts[] = {
         {"config", required_argument, 0, 'c'},
@@ -208,6 +217,7 @@ node_config_load(node_config_t *cfg, int argc, char **argv)
         {"key", required_argument, 0, 'k'},
         {"keys-dir", required_argument, 0, 'K'},
         {"runtime-dir", required_argument, 0, 'r'},
+        {"cache-dir", required_argument, 0, OPT_CACHE_DIR},
         {"heartbeat", required_argument, 0, OPT_HEARTBEAT},
         {"liveness", required_argument, 0, OPT_LIVENESS},
         {"verbose", no_argument, 0, 'v'},
@@ -246,6 +256,7 @@ node_config_load(node_config_t *cfg, int argc, char **argv)
         case 'k': key = "key"; break;
         case 'K': key = "keys_dir"; break;
         case 'r': key = "runtime_dir"; break;
+        case OPT_CACHE_DIR: key = "cache_dir"; break;
         case OPT_HEARTBEAT: key = "heartbeat"; break;
         case OPT_LIVENESS: key = "liveness"; break;
         case 'v': cfg->log_level = DMP_LOG_DEBUG; continue;

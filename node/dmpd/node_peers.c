@@ -18,8 +18,8 @@
 #include <unistd.h>
 #include <zmq.h>
 
-static node_peer_t *
-s_find(node_t *node, const char *name)
+node_peer_t *
+node_peers_find(node_t *node, const char *name)
 {
     for (size_t i = 0; i < node->n_peers; i++)
         if (strcmp(node->peers[i].name, name) == 0)
@@ -57,7 +57,7 @@ node_peers_add(node_t *node, const char *name, const char *address)
 {
     if (strcmp(name, node->cfg.name) == 0)
         return 0;
-    node_peer_t *peer = s_find(node, name);
+    node_peer_t *peer = node_peers_find(node, name);
     if (peer) {
         if (strcmp(peer->address, address) == 0 || !address[0])
             return 0;
@@ -137,9 +137,11 @@ node_peers_tick(node_t *node)
         node_peer_t *peer = &node->peers[i];
         dmp_node_state_t state = s_state(node, peer, now);
         if (state != peer->state) {
-            if (state == DMP_NODE_DEAD)
+            if (state == DMP_NODE_DEAD) {
                 warn_f("node '%s' is dead: silent for %.1f s", peer->name,
                        now - (peer->heard ? peer->last_heard : peer->added));
+                node_route_peer_lost(node, peer);
+            }
             else
                 info_f("node '%s' is %s", peer->name,
                        dmp_node_state_name(state));
@@ -159,6 +161,7 @@ node_peers_tick(node_t *node)
     hb.u.heartbeat.load = s_load();
     hb.u.heartbeat.uptime_ms = (uint64_t)((now - node->started) * 1000);
     hb.u.heartbeat.incarnation = node->incarnation;
+    hb.u.heartbeat.processes = node_spawn_running(node);
     hb.u.heartbeat.members = members;
     hb.u.heartbeat.n_members = n;
     for (size_t i = 0; i < node->n_peers; i++) {
@@ -188,13 +191,13 @@ node_peers_on_heartbeat(node_t *node, const char *user_id,
                name);
         return;
     }
-    node_peer_t *peer = s_find(node, name);
+    node_peer_t *peer = node_peers_find(node, name);
     if (!peer || (msg->u.heartbeat.address[0] &&
                   strcmp(peer->address, msg->u.heartbeat.address) != 0)) {
         if (!msg->u.heartbeat.address[0] ||
             node_peers_add(node, name, msg->u.heartbeat.address) != 0)
             return;
-        peer = s_find(node, name);
+        peer = node_peers_find(node, name);
         if (!peer)
             return;
     }
@@ -214,7 +217,7 @@ node_peers_on_heartbeat(node_t *node, const char *user_id,
     /* Gossip: members we do not know yet, if we hold their keys. */
     for (size_t i = 0; i < msg->u.heartbeat.n_members; i++) {
         const dmp__member_t *m = &msg->u.heartbeat.members[i];
-        if (strcmp(m->name, node->cfg.name) == 0 || s_find(node, m->name) ||
+        if (strcmp(m->name, node->cfg.name) == 0 || node_peers_find(node, m->name) ||
             !m->address[0])
             continue;
         char path[PATH_MAX];
@@ -240,6 +243,7 @@ node_peers_list(node_t *node, dmp_node_info_t **nodes_p, size_t *n_p)
     self->cores = (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
     self->load = s_load();
     self->uptime_ms = (uint64_t)((now - node->started) * 1000);
+    self->processes = node_spawn_running(node);
     for (size_t i = 0; i < node->n_peers; i++) {
         const node_peer_t *peer = &node->peers[i];
         dmp_node_info_t *info = &nodes[i + 1];

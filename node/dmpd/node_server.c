@@ -24,6 +24,72 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#define UPLOADS_MAX 8          /* executables being received at once */
+#define UPLOAD_IDLE 60.0       /* seconds before an idle upload is dropped */
+#define CACHE_FILE_MAX (512ull << 20)
+
+/* Executables arriving in chunks, one slot per digest. */
+static struct {
+    char digest[DMP__DIGEST_HEX + 1];
+    node_cache_upload_t *up;
+    double last;
+} s_uploads[UPLOADS_MAX];
+
+/* Handles one Upload chunk: OK when stored (or complete and verified). */
+static void
+s_upload(node_t *node, const dmp__msg_t *req, dmp__msg_t *rep)
+{
+    const char *digest = req->u.upload.digest;
+    int slot = -1, free_slot = -1, rc = 0;
+    double now = dmp__now();
+    for (int i = 0; i < UPLOADS_MAX; i++) {
+        if (s_uploads[i].up && now - s_uploads[i].last > UPLOAD_IDLE)
+            node_cache_upload_abort(&s_uploads[i].up);
+        if (s_uploads[i].up && strcmp(s_uploads[i].digest, digest) == 0)
+            slot = i;
+        else if (!s_uploads[i].up && free_slot < 0)
+            free_slot = i;
+    }
+    if (req->u.upload.offset == 0) {
+        if (slot >= 0) /* a restarted upload replaces the old one */
+            node_cache_upload_abort(&s_uploads[slot].up);
+        else
+            slot = free_slot;
+        if (slot < 0) {
+            rc = -EBUSY;
+            goto out;
+        }
+        rc = node_cache_upload_begin(node->cache, digest, req->u.upload.size,
+                                     &s_uploads[slot].up);
+        if (rc)
+            goto out;
+        dmp__strlcpy(s_uploads[slot].digest, digest, DMP__DIGEST_HEX + 1);
+    } else if (slot < 0) {
+        rc = -EINVAL; /* a chunk of no upload we know */
+        goto out;
+    }
+    s_uploads[slot].last = now;
+    rc = node_cache_upload_write(s_uploads[slot].up, req->u.upload.offset,
+                                 req->u.upload.data, req->u.upload.len);
+    if (rc) {
+        node_cache_upload_abort(&s_uploads[slot].up);
+    } else if (req->u.upload.offset + req->u.upload.len ==
+               req->u.upload.size) {
+        rc = node_cache_upload_finish(&s_uploads[slot].up);
+        if (rc == 0)
+            info_f("cached executable digest=%.12s size=%llu", digest,
+                   (unsigned long long)req->u.upload.size);
+    }
+out:
+    if (rc) {
+        warn_f("upload of %.12s failed: %s", digest, dmp_strerror(rc));
+        dmp__msg_error(rep, req->id, rc, "upload to node '%s' failed: %s",
+                       node->cfg.name, dmp_strerror(rc));
+        return;
+    }
+    rep->kind = DMP__MSG_OK;
+}
+
 /* Creates dir (and missing parents) 0700; refuses one others can open. */
 static int
 s_runtime_dir(const char *dir)
@@ -123,6 +189,22 @@ s_dispatch(node_t *node, void *sock, zmq_msg_t *rid, const char *user_id,
     rep.id = req->id;
     rep.version = DMP_PROTOCOL_VERSION;
     bool tcp = sock == node->tcp;
+    node_sub_t from = {.sock = sock};
+    from.rid_len = zmq_msg_size(rid) < sizeof from.rid ? zmq_msg_size(rid)
+                                                        : sizeof from.rid;
+    memcpy(from.rid, zmq_msg_data(rid), from.rid_len);
+    if (req->node[0] && strcmp(req->node, node->cfg.name) != 0 &&
+        req->kind != DMP__MSG_HEARTBEAT) {
+        node_peer_t *peer = node_peers_find(node, req->node);
+        if (!peer || peer->state == DMP_NODE_DEAD) {
+            dmp__msg_error(&rep, req->id, DMP_ENODE, "node '%s' is %s",
+                           req->node, peer ? "dead" : "not in the cluster");
+            node_send_to(&from, &rep);
+            return;
+        }
+        node_route_forward(node, peer, &from, (dmp__msg_t *)req);
+        return;
+    }
     switch (req->kind) {
     case DMP__MSG_HELLO:
         rep.kind = DMP__MSG_HELLO;
@@ -142,6 +224,33 @@ s_dispatch(node_t *node, void *sock, zmq_msg_t *rid, const char *user_id,
         rep.kind = DMP__MSG_NODES_REPLY;
         rep.u.nodes_reply.nodes = nodes;
         rep.u.nodes_reply.n_nodes = n;
+        break;
+    }
+    case DMP__MSG_SPAWN_REQUEST:
+        node_spawn_start(node, req, !tcp, &from, &rep);
+        break;
+    case DMP__MSG_UPLOAD:
+        s_upload(node, req, &rep);
+        break;
+    case DMP__MSG_PROC_SIGNAL: {
+        int rc = node_spawn_signal(node, req->u.proc_signal.proc,
+                                   (int)req->u.proc_signal.signo);
+        if (rc)
+            dmp__msg_error(&rep, req->id, rc, "cannot signal process %llu "
+                           "on node '%s': %s",
+                           (unsigned long long)req->u.proc_signal.proc,
+                           node->cfg.name, dmp_strerror(rc));
+        else
+            rep.kind = DMP__MSG_OK;
+        break;
+    }
+    case DMP__MSG_PROC_LIST_REQUEST: {
+        int rc = node_spawn_list(node, &rep.u.proc_list_reply.procs,
+                                 &rep.u.proc_list_reply.n_procs);
+        if (rc)
+            dmp__msg_error(&rep, req->id, rc, "cannot list processes");
+        else
+            rep.kind = DMP__MSG_PROC_LIST_REPLY;
         break;
     }
     case DMP__MSG_HEARTBEAT:
@@ -224,15 +333,30 @@ out:
     zmq_msg_close(&body);
 }
 
-/* Peers never send requests on our DEALERs yet; drain what arrives. */
+/* Replies and process events from a peer, on our DEALER to it. */
 static void
-s_drain(void *sock)
+s_from_peer(node_t *node, node_peer_t *peer)
 {
-    zmq_msg_t m;
-    zmq_msg_init(&m);
-    while (zmq_msg_recv(&m, sock, ZMQ_DONTWAIT) >= 0)
-        ;
-    zmq_msg_close(&m);
+    for (int k = 0; k < 64; k++) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, peer->sock, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&m);
+            return;
+        }
+        dmp__msg_t msg;
+        int rc = zmq_msg_more(&m) ? DMP_EPROTO
+                                  : dmp__wire_decode(zmq_msg_data(&m),
+                                                     zmq_msg_size(&m), &msg);
+        zmq_msg_close(&m);
+        if (rc) {
+            warn_f("malformed message from node '%s': %s", peer->name,
+                   dmp_strerror(rc));
+            continue;
+        }
+        node_route_on_peer_msg(node, peer, &msg);
+        dmp__msg_clear(&msg);
+    }
 }
 
 static int
@@ -253,6 +377,11 @@ s_setup(node_t *node)
     if ((rc = s_runtime_dir(cfg->runtime_dir)) != 0 ||
         (rc = s_lock(node)) != 0)
         return rc;
+    if ((rc = node_cache_open(cfg->cache_dir, CACHE_FILE_MAX, &node->cache))) {
+        error_f("cannot open binary cache '%s': %s", cfg->cache_dir,
+                dmp_strerror(rc));
+        return rc;
+    }
     snprintf(node->ipc_path, sizeof node->ipc_path, "%s/dmpd.sock",
              cfg->runtime_dir);
     if (strlen(node->ipc_path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
@@ -311,6 +440,11 @@ s_setup(node_t *node)
 static void
 s_teardown(node_t *node)
 {
+    node_spawn_close(node);
+    node_route_close(node);
+    for (int i = 0; i < UPLOADS_MAX; i++)
+        node_cache_upload_abort(&s_uploads[i].up);
+    node_cache_close(&node->cache);
     node_peers_close(node);
     if (node->tcp)
         zmq_close(node->tcp);
@@ -339,6 +473,9 @@ node_run(node_t *node)
     node->sig_fd = -1;
     node->started = dmp__now();
     randombytes_buf(&node->incarnation, sizeof node->incarnation);
+    /* Process ids differ across restarts, so a stale id never names a new
+     * process. */
+    node->next_proc = (node->incarnation & 0xffffffffu) << 16;
     int rc = s_setup(node);
     if (rc) {
         s_teardown(node);
@@ -357,7 +494,7 @@ node_run(node_t *node)
     double next_tick = dmp__now();
     while (!node->stopping) {
         size_t n_items = 0;
-        zmq_pollitem_t items[4 + NODE_PEERS_MAX];
+        zmq_pollitem_t items[4 + NODE_PEERS_MAX + 3 * 1024];
         /* Fixed slots: 0 ipc, 1 signals, 2 control (embedded), then tcp,
          * then one per peer. */
         items[n_items++] = (zmq_pollitem_t){node->ipc, 0, ZMQ_POLLIN, 0};
@@ -371,6 +508,8 @@ node_run(node_t *node)
              i++)
             items[n_items++] =
                 (zmq_pollitem_t){node->peers[i].sock, 0, ZMQ_POLLIN, 0};
+        size_t first_spawn = n_items;
+        n_items += node_spawn_poll_items(node, items + n_items, 3 * 1024);
         double wait = next_tick - dmp__now();
         if (zmq_poll(items, (int)n_items, dmp__timeout_ms(wait)) < 0 &&
             errno != EINTR) {
@@ -393,8 +532,10 @@ node_run(node_t *node)
                     debug_f("control link closed; stopping");
                     node->stopping = true;
                 }
+            } else if (i >= first_spawn) {
+                node_spawn_on_fd(node, items[i].fd);
             } else if (i >= first_peer) {
-                s_drain(items[i].socket);
+                s_from_peer(node, &node->peers[i - first_peer]);
             } else {
                 /* The ipc or tcp ROUTER. A bounded burst per wake-up, so
                  * one busy client cannot starve the timers. */
@@ -410,6 +551,7 @@ node_run(node_t *node)
         }
         if (dmp__now() >= next_tick) {
             node_peers_tick(node);
+            node_route_tick(node);
             next_tick = dmp__now() + node->cfg.heartbeat;
         }
     }
