@@ -246,6 +246,10 @@ int dmp__init_connect(const dmp_client_opts_t *opts, char *errbuf,
                       size_t errlen);
 /* True when the client talks to an agent on this host (ipc). */
 bool dmp__client_is_local(const dmp_client_t *c);
+/* A process that runs a program instead of a target (dmp run): argv[0]
+ * with a '/' is shipped to the node; a bare name is found in its PATH. */
+int dmp__process_new_command(char *const *argv, const char *node,
+                             dmp_process_t **proc_p);
 /* dmp_fini's first step: terminate daemons, join the others. */
 void dmp__process_atexit(void);
 

@@ -37,6 +37,8 @@ struct dmp_process {
     uint8_t *args;              /* encoded argument list, owned */
     size_t args_len;
     bool daemon;
+    char **argv;                /* command mode: the program's argv, owned */
+    char exe[PATH_MAX];         /* command mode: file to ship, or "" */
     bool started;
     char node[DMP__NAME_MAX];   /* where it runs */
     uint64_t proc;              /* its id at that node */
@@ -178,6 +180,79 @@ dmp_process_new(const dmp_process_opts_t *opts, dmp_process_t **proc_p)
     return 0;
 }
 
+int
+dmp__process_new_command(char *const *argv, const char *node,
+                          dmp_process_t **proc_p)
+{
+    size_t argc = 0;
+    while (argv[argc])
+        argc++;
+    if (argc == 0 || argc > DMP__ARGV_MAX || (node && !dmp__name_valid(node)))
+        return -EINVAL;
+    dmp_process_t *p = dmp__calloc(1, sizeof *p);
+    char **copy = dmp__calloc(argc + 1, sizeof *copy);
+    if (!p || !copy) {
+        dmp__free(p);
+        dmp__free(copy);
+        return -ENOMEM;
+    }
+    p->argv = copy;
+    for (size_t i = 0; i < argc; i++) {
+        if (strlen(argv[i]) > DMP__ARG_LEN_MAX ||
+            !(copy[i] = dmp__strdup(argv[i]))) {
+            dmp_process_destroy(&p);
+            return strlen(argv[i]) > DMP__ARG_LEN_MAX ? -E2BIG : -ENOMEM;
+        }
+    }
+    /* A path is shipped; a bare name is looked up on the node. */
+    if (strchr(argv[0], '/')) {
+        struct stat st;
+        if (!realpath(argv[0], p->exe) || stat(p->exe, &st) != 0 ||
+            !S_ISREG(st.st_mode) || access(p->exe, X_OK) != 0) {
+            dmp_process_destroy(&p);
+            return -ENOENT;
+        }
+    }
+    const char *base = strrchr(argv[0], '/');
+    base = base ? base + 1 : argv[0];
+    size_t j = 0;
+    for (size_t i = 0; base[i] && j < DMP__NAME_MAX - 1; i++)
+        p->name[j++] = dmp__name_valid((char[]){base[i], 0}) ? base[i] : '_';
+    p->name[j] = '\0';
+    if (!dmp__name_valid(p->name))
+        dmp__strlcpy(p->name, "command", sizeof p->name);
+    dmp__strlcpy(p->place, node ? node : "", sizeof p->place);
+    *proc_p = p;
+    return 0;
+}
+
+/* SHA-256 and size of a file. */
+static int
+s_file_digest(const char *path, char *digest, uint64_t *size)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    crypto_hash_sha256_state st;
+    crypto_hash_sha256_init(&st);
+    uint8_t buf[16384];
+    uint64_t total = 0;
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof buf)) > 0) {
+        crypto_hash_sha256_update(&st, buf, (size_t)n);
+        total += (uint64_t)n;
+    }
+    int rc = n < 0 ? -errno : 0;
+    close(fd);
+    if (rc)
+        return rc;
+    uint8_t hash[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256_final(&st, hash);
+    sodium_bin2hex(digest, DMP__DIGEST_HEX + 1, hash, sizeof hash);
+    *size = total;
+    return 0;
+}
+
 /* SHA-256 and size of our own executable, computed once. */
 static int
 s_self_digest(char *digest, uint64_t *size)
@@ -215,11 +290,12 @@ s_self_digest(char *digest, uint64_t *size)
     return rc;
 }
 
-/* Ships our executable to node, in chunks, each acknowledged. */
+/* Ships an executable to node, in chunks, each acknowledged. */
 static int
-s_upload(dmp_client_t *c, const char *node, const char *digest, uint64_t size)
+s_upload(dmp_client_t *c, const char *node, const char *path,
+         const char *digest, uint64_t size)
 {
-    int fd = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return -errno;
     uint8_t *chunk = dmp__malloc(DMP__CHUNK_MAX);
@@ -288,6 +364,13 @@ s_spawn(dmp_client_t *c, dmp_process_t *p, const char *node, bool local,
     dmp__msg_t req = {.kind = DMP__MSG_SPAWN_REQUEST};
     dmp__strlcpy(req.u.spawn_request.name, p->name, DMP__NAME_MAX);
     dmp__strlcpy(req.u.spawn_request.target, p->target, DMP__NAME_MAX);
+    if (p->argv) {
+        for (req.u.spawn_request.argc = 0; p->argv[req.u.spawn_request.argc];
+             req.u.spawn_request.argc++)
+            ;
+        req.u.spawn_request.argv = p->argv;
+        local = false; /* a command is never this program's executable */
+    }
     req.u.spawn_request.args = p->args;
     req.u.spawn_request.args_len = p->args_len;
     dmp__strlcpy(req.u.spawn_request.digest, digest, DMP__DIGEST_HEX + 1);
@@ -320,18 +403,23 @@ dmp_process_start(dmp_process_t *p)
         return rc;
     /* On our own host the agent runs our executable straight from
      * /proc/PID/exe: no digest needed. Elsewhere, by digest. */
-    bool local = dmp__client_is_local(c) &&
+    bool local = dmp__client_is_local(c) && !p->argv &&
                  (!node[0] || strcmp(node, dmp_client_node(c)) == 0);
     char digest[DMP__DIGEST_HEX + 1] = "";
     uint64_t size = 0;
-    if (!local && (rc = s_self_digest(digest, &size)) != 0)
+    const char *exe = p->argv ? p->exe : "/proc/self/exe";
+    if (p->argv && exe[0])
+        rc = s_file_digest(exe, digest, &size);
+    else if (!p->argv && !local)
+        rc = s_self_digest(digest, &size);
+    if (rc)
         return rc;
     dmp__msg_t rep;
     rc = s_spawn(c, p, node, local, digest, size, &rep);
-    if (rc == DMP_EBINARY) {
+    if (rc == DMP_EBINARY && exe[0]) {
         if (!digest[0] && (rc = s_self_digest(digest, &size)) != 0)
             return rc;
-        rc = s_upload(c, node, digest, size);
+        rc = s_upload(c, node, exe, digest, size);
         if (rc == 0)
             rc = s_spawn(c, p, node, local, digest, size, &rep);
     }
@@ -472,6 +560,9 @@ dmp_process_destroy(dmp_process_t **proc_p)
             break;
         }
     pthread_mutex_unlock(&s_procs.lock);
+    for (size_t i = 0; p->argv && p->argv[i]; i++)
+        dmp__free(p->argv[i]);
+    dmp__free(p->argv);
     dmp__free(p->args);
     dmp__free(p);
     *proc_p = NULL;

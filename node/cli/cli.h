@@ -39,8 +39,8 @@ typedef struct {
  * Sets *bad when the value is invalid. */
 bool cli_conn_option(cli_conn_opts_t *o, int opt, const char *arg, bool *bad);
 
-/* Connects as the options say. *client_p is borrowed from dmp_init in
- * embedded mode; release either way with cli_disconnect. Prints the error
+/* Connects as the options say, as the process-wide connection (dmp_init);
+ * *client_p is borrowed; release with cli_disconnect. Prints the error
  * and returns an exit status on failure. */
 int cli_connect(const cli_conn_opts_t *o, dmp_client_t **client_p);
 void cli_disconnect(dmp_client_t **client_p);
@@ -55,6 +55,8 @@ void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int cli_keygen(int argc, char **argv);
 int cli_nodes(int argc, char **argv);
 int cli_cluster(int argc, char **argv);
+int cli_run(int argc, char **argv);
+int cli_ps(int argc, char **argv);
 
 /* Waits until the node behind client reports `want` alive nodes (itself
  * included). Returns 0, or DMP_ENODE/-ETIMEDOUT. */

@@ -45,26 +45,10 @@ s_pick(const char *opt, const char *env)
     return v && *v ? v : NULL;
 }
 
-static bool s_embedded;
-
 int
 cli_connect(const cli_conn_opts_t *o, dmp_client_t **client_p)
 {
     const char *cluster = s_pick(o->cluster, "DMP_CLUSTER");
-    const char *agent = getenv("DMP_AGENT");
-    if (!cluster && agent && *agent)
-        cluster = agent;
-    if (!cluster) {
-        int rc = dmp_init();
-        if (rc) {
-            cli_error("cannot start a local node: %s (is dmpd installed? "
-                      "set DMP_DMPD to its path)", dmp_strerror(rc));
-            return cli_status(rc);
-        }
-        s_embedded = true;
-        *client_p = dmp_default_client();
-        return CLI_OK;
-    }
     dmp_client_opts_t opts = {
         .address = cluster,
         .key_file = s_pick(o->key_file, "DMP_KEY"),
@@ -72,25 +56,28 @@ cli_connect(const cli_conn_opts_t *o, dmp_client_t **client_p)
         .connect_timeout = o->timeout,
         .request_timeout = o->timeout,
     };
+    /* No cluster named: the environment decides (DMP_AGENT, or a private
+     * local agent). Either way this becomes the process-wide connection,
+     * so processes started by the command report back to it. */
     char err[512];
-    int rc = dmp_client_connect(&opts, client_p, err, sizeof err);
+    int rc = dmp_init_opts(cluster ? &opts : NULL, err, sizeof err);
     if (rc) {
-        cli_error("%s", err[0] ? err : dmp_strerror(rc));
+        if (!cluster && !getenv("DMP_AGENT"))
+            cli_error("cannot start a local node: %s (is dmpd installed? "
+                      "set DMP_DMPD to its path)", err[0] ? err : dmp_strerror(rc));
+        else
+            cli_error("%s", err[0] ? err : dmp_strerror(rc));
         return cli_status(rc);
     }
+    *client_p = dmp_default_client();
     return CLI_OK;
 }
 
 void
 cli_disconnect(dmp_client_t **client_p)
 {
-    if (s_embedded) {
-        *client_p = NULL;
-        dmp_fini();
-        s_embedded = false;
-        return;
-    }
-    dmp_client_destroy(client_p);
+    *client_p = NULL;
+    dmp_fini();
 }
 
 int

@@ -13,6 +13,8 @@ static const char s_usage[] =
     "\n"
     "  keygen [-o DIR] NAME      write a Curve keypair NAME.key, NAME.pub\n"
     "  nodes [options]           list the cluster's nodes\n"
+    "  run [--node N] -- PROG ARGS   run a program on a node, stream its output\n"
+    "  ps [options]              processes across the cluster\n"
     "  cluster up -n N --dir DIR start N local agents with fresh keys\n"
     "  cluster down --dir DIR    stop them\n"
     "  cluster start|stop --dir DIR NODE   one node of such a cluster\n"
@@ -81,6 +83,10 @@ main(int argc, char **argv)
         return cli_nodes(argc - 1, argv + 1);
     if (strcmp(cmd, "cluster") == 0)
         return cli_cluster(argc - 1, argv + 1);
+    if (strcmp(cmd, "run") == 0)
+        return cli_run(argc - 1, argv + 1);
+    if (strcmp(cmd, "ps") == 0)
+        return cli_ps(argc - 1, argv + 1);
     cli_error("unknown command '%s'; see 'dmp --help'", cmd);
     return CLI_USAGE;
 }
