@@ -253,6 +253,67 @@ int dmp__process_new_command(char *const *argv, const char *node,
 /* dmp_fini's first step: terminate daemons, join the others. */
 void dmp__process_atexit(void);
 
+/* ---- Shared-memory ring (dmp_ring.c) --------------------------------- */
+/*
+ * The same-host data plane of Queue, JoinableQueue, SimpleQueue and Pipe:
+ * a POSIX shm segment holding a bounded multi-producer multi-consumer ring
+ * of variable-length items, a process-shared robust mutex, and futex words
+ * that blocked putters and getters sleep on (no polling). Every process on
+ * the host that holds the name maps it and works on it directly; the owning
+ * agent maps it too, to serve processes on other hosts.
+ *
+ * Crash safety: an item is committed by one index update under the lock, so
+ * a process killed at any point (holding the lock or not) never leaves a
+ * half-written or duplicated item visible; the next locker recovers the
+ * mutex (EOWNERDEAD) and goes on.
+ */
+typedef struct dmp__ring dmp__ring_t;
+
+typedef struct {
+    uint64_t capacity;  /* data bytes (0: 1 MiB); the segment is sparse */
+    int64_t maxsize;    /* items at most (Queue(maxsize)); <= 0: no limit
+                         * but the capacity */
+    uint64_t item_max;  /* largest item accepted (0: 64 MiB); items larger
+                         * than fit in the ring go out of line (below) */
+} dmp__ring_opts_t;
+
+/* Creates a new segment `name` ("/dmp-..." , mode 0600, O_EXCL). */
+int dmp__ring_create(const char *name, const dmp__ring_opts_t *opts,
+                     dmp__ring_t **ring_p);
+/* Maps an existing segment; checks magic, version and sizes (DMP_EPROTO). */
+int dmp__ring_open(const char *name, dmp__ring_t **ring_p);
+/* Unmaps (the segment stays until unlinked). Safe on NULL; nulls. */
+void dmp__ring_close(dmp__ring_t **ring_p);
+/* Removes the name and every out-of-line item segment it still holds. */
+int dmp__ring_unlink(const char *name);
+/* Appends one item. Waits up to timeout seconds for room (maxsize or
+ * bytes): 0, DMP_EFULL when there is none in time (Python's queue.Full),
+ * -EMSGSIZE larger than item_max, -EBADF after dmp__ring_shutdown. */
+int dmp__ring_put(dmp__ring_t *ring, const void *data, size_t len,
+                  double timeout);
+/* Takes the oldest item into a new buffer (dmp__malloc; caller frees).
+ * Waits up to timeout: 0, DMP_EEMPTY when none came in time (queue.Empty),
+ * -EBADF after shutdown once empty. */
+int dmp__ring_get(dmp__ring_t *ring, uint8_t **data_p, size_t *len_p,
+                  double timeout);
+/* Items queued now (Python's qsize, approximate by nature). */
+int64_t dmp__ring_count(dmp__ring_t *ring);
+/* JoinableQueue: every put adds an unfinished task; task_done removes one
+ * (-EINVAL when called more often than items were put: Python's
+ * ValueError); join waits until none is unfinished: 0 or -ETIMEDOUT. */
+int dmp__ring_task_done(dmp__ring_t *ring);
+int dmp__ring_join(dmp__ring_t *ring, double timeout);
+/* Wakes every waiter; later puts fail with -EBADF, gets drain what is left
+ * then fail with -EBADF. For the owner tearing the queue down. */
+void dmp__ring_shutdown(dmp__ring_t *ring);
+/* Changes on every put and get: lets the agent, which cannot sleep on a
+ * futex, notice progress from its poll loop (see notify below). */
+uint32_t dmp__ring_seq(dmp__ring_t *ring);
+/* The agent registers a wake-up FIFO path (or "" to stop): while set,
+ * every put and get writes one byte to it (non-blocking; a full FIFO is
+ * fine), so the agent's poll loop wakes for parked remote requests. */
+int dmp__ring_set_notify(dmp__ring_t *ring, const char *fifo_path);
+
 /* ---- ZeroMQ helpers shared by the library, the agent and the CLI ----- */
 /* The ZAP domain every dmp CURVE server uses (never empty: see FAULTS). */
 #define DMP__ZAP_DOMAIN "dmp"
