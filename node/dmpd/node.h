@@ -134,6 +134,8 @@ int node_cache_upload_write(node_cache_upload_t *up, uint64_t offset,
 int node_cache_upload_finish(node_cache_upload_t **up_p);
 /* Drops an unfinished upload; nothing becomes visible. Safe on NULL. */
 void node_cache_upload_abort(node_cache_upload_t **up_p);
+/* Test hook: pretend O_TMPFILE is unsupported (the fallback path). */
+void node_cache_test_no_tmpfile(bool on);
 /* SHA-256 of a file as 64 lowercase hex digits (+NUL). */
 int node_cache_file_digest(const char *path, char out[NODE_DIGEST_HEX + 1]);
 

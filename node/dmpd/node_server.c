@@ -24,7 +24,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
-#define UPLOADS_MAX 8          /* executables being received at once */
+#define UPLOADS_MAX 4          /* executables being received at once */
 #define UPLOAD_IDLE 60.0       /* seconds before an idle upload is dropped */
 #define CACHE_FILE_MAX (512ull << 20)
 
@@ -76,9 +76,6 @@ s_upload(node_t *node, const dmp__msg_t *req, dmp__msg_t *rep)
     } else if (req->u.upload.offset + req->u.upload.len ==
                req->u.upload.size) {
         rc = node_cache_upload_finish(&s_uploads[slot].up);
-        if (rc == 0)
-            info_f("cached executable digest=%.12s size=%llu", digest,
-                   (unsigned long long)req->u.upload.size);
     }
 out:
     if (rc) {
