@@ -174,6 +174,7 @@ typedef struct {
             bool daemon;
             char **argv;        /* NULL-terminated; owned on decode */
             size_t argc;
+            bool zygote;        /* the executable has zygote mode */
         } spawn_request;
         struct {
             uint64_t proc;
@@ -241,6 +242,13 @@ dmp_target_fn dmp__target_find(const char *name);
 /* Runs this process as the child its spawn record (fd in DMP_CHILD)
  * describes; never returns. */
 void dmp__child_main(const char *fd_text) __attribute__((noreturn));
+/* Runs this process as the child a spawn record describes; never returns. */
+void dmp__child_run(const uint8_t *record, size_t len)
+    __attribute__((noreturn));
+/* Serves as a fork server for the agent on the socket in DMP_ZYGOTE;
+ * never returns (dmp_zygote.c). */
+void dmp__zygote_main(const char *fd_text) __attribute__((noreturn));
+#define DMP__ZYGOTE_FDS 2 /* fds passed with each request: stdout, stderr */
 /* dmp_init's connection step without the child check. */
 int dmp__init_connect(const dmp_client_opts_t *opts, char *errbuf,
                       size_t errlen);

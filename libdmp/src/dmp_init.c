@@ -42,8 +42,8 @@ static struct {
     char rundir[PATH_MAX];  /* embedded agent's runtime directory */
 } s_lib = {PTHREAD_MUTEX_INITIALIZER, NULL, 0, -1, ""};
 
-/* The dmpd to start: $DMP_DMPD, beside our executable, in ../bin (for
- * build/examples and build/tests), or the installed default. */
+/* The dmpd to start: $DMP_DMPD, beside our executable, in ../bin or
+ * ../../bin (build/examples, build/tests/X), or the installed default. */
 static void
 s_find_dmpd(char *out, size_t size)
 {
@@ -61,6 +61,9 @@ s_find_dmpd(char *out, size_t size)
         if (access(out, X_OK) == 0)
             return;
         snprintf(out, size, "%s/../bin/dmpd", dir);
+        if (access(out, X_OK) == 0)
+            return;
+        snprintf(out, size, "%s/../../bin/dmpd", dir); /* build/tests/X */
         if (access(out, X_OK) == 0)
             return;
     }
@@ -260,6 +263,9 @@ out:
 int
 dmp_init_opts(const dmp_client_opts_t *opts, char *errbuf, size_t errlen)
 {
+    const char *zygote = getenv("DMP_ZYGOTE");
+    if (zygote && *zygote)
+        dmp__zygote_main(zygote); /* never returns */
     const char *child = getenv("DMP_CHILD");
     if (child && *child)
         dmp__child_main(child); /* never returns */
@@ -294,8 +300,8 @@ dmp_default_client(void)
 int
 dmp_nodes(dmp_node_info_t **nodes_p, size_t *count_p)
 {
-    dmp_client_t *c = dmp_default_client();
-    if (!c)
-        return -EBADF;
-    return dmp_client_nodes(c, nodes_p, count_p);
+    int rc = dmp_init();
+    if (rc)
+        return rc;
+    return dmp_client_nodes(dmp_default_client(), nodes_p, count_p);
 }

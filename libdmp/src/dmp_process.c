@@ -377,6 +377,9 @@ s_spawn(dmp_client_t *c, dmp_process_t *p, const char *node, bool local,
     req.u.spawn_request.exe_size = size;
     req.u.spawn_request.parent_pid = local ? (uint32_t)getpid() : 0;
     req.u.spawn_request.daemon = p->daemon;
+    /* This library's programs serve as their own fork server (only an
+     * executable that says so is ever started in that mode). */
+    req.u.spawn_request.zygote = !p->argv;
     return dmp__client_request(c, node, &req, rep, DMP__MSG_SPAWN_REPLY, 0);
 }
 

@@ -63,9 +63,9 @@ dmp_current_node(void)
     return s_node;
 }
 
-/* Reads the whole spawn record from fd; -EPROTO style errors as codes. */
+/* Reads everything from fd (a spawn record: bounded by the frame limit). */
 static int
-s_read_record(int fd, dmp__msg_t *rec)
+s_read_all(int fd, uint8_t **buf_p, size_t *len_p)
 {
     size_t cap = 4096, len = 0;
     uint8_t *buf = dmp__malloc(cap);
@@ -92,26 +92,20 @@ s_read_record(int fd, dmp__msg_t *rec)
             break;
         len += (size_t)n;
     }
-    int rc = dmp__wire_decode(buf, len, rec);
-    dmp__free(buf);
-    if (rc == 0 && rec->kind != DMP__MSG_SPAWN_REQUEST) {
-        dmp__msg_clear(rec);
-        rc = DMP_EPROTO;
-    }
-    return rc;
+    *buf_p = buf;
+    *len_p = len;
+    return 0;
 }
 
 void
-dmp__child_main(const char *fd_text)
+dmp__child_run(const uint8_t *record, size_t len)
 {
-    unsigned long fd;
     dmp__msg_t rec;
-    if (dmp__parse_uint(fd_text, 1024, &fd) != 0 ||
-        s_read_record((int)fd, &rec) != 0) {
+    if (dmp__wire_decode(record, len, &rec) != 0 ||
+        rec.kind != DMP__MSG_SPAWN_REQUEST) {
         fprintf(stderr, "dmp: cannot read this child's spawn record\n");
         _exit(127);
     }
-    close((int)fd);
     unsetenv("DMP_CHILD"); /* our own children are spawned afresh */
     dmp__strlcpy(s_process_name, rec.u.spawn_request.name,
                  sizeof s_process_name);
@@ -133,16 +127,28 @@ dmp__child_main(const char *fd_text)
                 s_process_name, dmp_strerror(rc));
         _exit(127);
     }
-    rc = dmp__init_connect(NULL, NULL, 0);
-    if (rc) {
-        fprintf(stderr, "dmp: process '%s' cannot reach its agent: %s\n",
-                s_process_name, dmp_strerror(rc));
-        _exit(127);
-    }
+    /* No connection yet: a child that never needs its agent never pays for
+     * one; the first call that does (dmp_process_start, dmp_nodes, ...)
+     * connects through dmp_init and DMP_AGENT. */
     int status = fn(args);
     dmp_value_destroy(&args);
     fflush(stdout);
     fflush(stderr);
     dmp_fini();
     exit(status);
+}
+
+void
+dmp__child_main(const char *fd_text)
+{
+    unsigned long fd;
+    uint8_t *buf;
+    size_t len;
+    if (dmp__parse_uint(fd_text, 1024, &fd) != 0 ||
+        s_read_all((int)fd, &buf, &len) != 0) {
+        fprintf(stderr, "dmp: cannot read this child's spawn record\n");
+        _exit(127);
+    }
+    close((int)fd);
+    dmp__child_run(buf, len);
 }

@@ -152,6 +152,7 @@ dmp__wire_encode(const dmp__msg_t *msg, uint8_t **buf_p, size_t *len_p)
         sreq.exe_size = msg->u.spawn_request.exe_size;
         sreq.parent_pid = msg->u.spawn_request.parent_pid;
         sreq.daemon = msg->u.spawn_request.daemon;
+        sreq.zygote = msg->u.spawn_request.zygote;
         sreq.n_argv = msg->u.spawn_request.argc;
         sreq.argv = msg->u.spawn_request.argv;
         env.body_case = DMPWIRE__ENVELOPE__BODY_SPAWN_REQUEST;
@@ -430,6 +431,7 @@ s_from_envelope(const Dmpwire__Envelope *env, dmp__msg_t *msg)
         msg->u.spawn_request.exe_size = r->exe_size;
         msg->u.spawn_request.parent_pid = r->parent_pid;
         msg->u.spawn_request.daemon = r->daemon;
+        msg->u.spawn_request.zygote = r->zygote;
         /* Exactly one of target and argv: a function or a command. */
         if ((r->target[0] != '\0') == (r->n_argv != 0) ||
             r->n_argv > DMP__ARGV_MAX)

@@ -179,6 +179,22 @@ unsigned node_spawn_running(node_t *node);
 /* Stops every child (SIGTERM, SIGKILL after a grace period) and reaps. */
 void node_spawn_close(node_t *node);
 
+/* The environment of a child (mode "DMP_CHILD=3") or a zygote
+ * ("DMP_ZYGOTE=3", proc_name NULL): an allow-list of ours plus dmp's. */
+char **node_spawn_env(node_t *node, uint64_t id, const char *proc_name,
+                      const char *mode);
+void node_spawn_env_free(char **env);
+
+/* ---- zygotes (node_zygote.c) ----------------------------------------- */
+/* Starts a target's child by forking it from a zygote of `exe` (started
+ * on first use): 0 and *pid_p, or an error after which the caller execs
+ * instead. The child becomes ours (we are a child subreaper). */
+int node_zygote_spawn(node_t *node, const char *exe, const uint8_t *record,
+                      size_t len, int out_fd, int err_fd, pid_t *pid_p);
+/* Closes zygotes idle for a while; reaps orphans re-parented to us. */
+void node_zygote_tick(node_t *node);
+void node_zygote_close_all(node_t *node);
+
 /* ---- forwarding to peers (node_route.c) ------------------------------ */
 /* A request for another node goes to that peer over our DEALER with a
  * fresh id; its reply comes back on the DEALER and is relayed to the

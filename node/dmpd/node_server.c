@@ -438,6 +438,7 @@ static void
 s_teardown(node_t *node)
 {
     node_spawn_close(node);
+    node_zygote_close_all(node);
     node_route_close(node);
     for (int i = 0; i < UPLOADS_MAX; i++)
         node_cache_upload_abort(&s_uploads[i].up);
@@ -549,6 +550,7 @@ node_run(node_t *node)
         if (dmp__now() >= next_tick) {
             node_peers_tick(node);
             node_route_tick(node);
+            node_zygote_tick(node);
             next_tick = dmp__now() + node->cfg.heartbeat;
         }
     }

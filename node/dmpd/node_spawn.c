@@ -133,8 +133,9 @@ s_exe_path(node_t *node, const dmp__msg_t *req, bool local, char *path,
     return DMP_EBINARY;
 }
 
-static char **
-s_child_env(node_t *node, uint64_t id, const char *proc_name)
+char **
+node_spawn_env(node_t *node, uint64_t id, const char *proc_name,
+               const char *mode)
 {
     extern char **environ;
     size_t n = 0;
@@ -152,11 +153,13 @@ s_child_env(node_t *node, uint64_t id, const char *proc_name)
     env[n++] = dmp__strdup(buf);
     snprintf(buf, sizeof buf, "DMP_NODE=%s", node->cfg.name);
     env[n++] = dmp__strdup(buf);
-    snprintf(buf, sizeof buf, "DMP_PROC=%llu", (unsigned long long)id);
-    env[n++] = dmp__strdup(buf);
-    snprintf(buf, sizeof buf, "DMP_PROCESS_NAME=%s", proc_name);
-    env[n++] = dmp__strdup(buf);
-    env[n++] = dmp__strdup("DMP_CHILD=3");
+    if (proc_name) {
+        snprintf(buf, sizeof buf, "DMP_PROC=%llu", (unsigned long long)id);
+        env[n++] = dmp__strdup(buf);
+        snprintf(buf, sizeof buf, "DMP_PROCESS_NAME=%s", proc_name);
+        env[n++] = dmp__strdup(buf);
+    }
+    env[n++] = dmp__strdup(mode);
     for (size_t i = 0; i < n; i++)
         if (!env[i]) {
             for (size_t j = 0; j < n; j++)
@@ -167,8 +170,8 @@ s_child_env(node_t *node, uint64_t id, const char *proc_name)
     return env;
 }
 
-static void
-s_free_env(char **env)
+void
+node_spawn_env_free(char **env)
 {
     for (size_t i = 0; env && env[i]; i++)
         dmp__free(env[i]);
@@ -231,8 +234,27 @@ node_spawn_start(node_t *node, const dmp__msg_t *req, bool local,
         rc = -errno;
         goto fail;
     }
+    int out_w = direct_out >= 0 ? direct_out : out[1];
+    int err_w = direct_err >= 0 ? direct_err : err[1];
+    bool zygote = false;
+    if (req->u.spawn_request.zygote && !req->u.spawn_request.argc) {
+        /* A target: fork it from the program's zygote, a fraction of an
+         * exec; fall back to exec if the zygote cannot. */
+        dmp__msg_t rec = *req;
+        rec.id = p->id;
+        dmp__strlcpy(rec.node, node->cfg.name, sizeof rec.node);
+        uint8_t *buf;
+        size_t len;
+        if (dmp__wire_encode(&rec, &buf, &len) == 0) {
+            zygote = node_zygote_spawn(node, exe, buf, len, out_w, err_w,
+                                       &p->pid) == 0;
+            dmp__free(buf);
+        }
+    }
+    if (zygote)
+        goto started;
     rec_fd = s_spawn_record(node, req, p->id);
-    env = s_child_env(node, p->id, name);
+    env = node_spawn_env(node, p->id, name, "DMP_CHILD=3");
     if (rec_fd < 0 || !env) {
         rc = rec_fd < 0 ? rec_fd : -ENOMEM;
         goto fail;
@@ -243,8 +265,8 @@ node_spawn_start(node_t *node, const dmp__msg_t *req, bool local,
     posix_spawn_file_actions_init(&fa);
     posix_spawnattr_init(&attr);
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&fa, direct_out >= 0 ? direct_out : out[1], 1);
-    posix_spawn_file_actions_adddup2(&fa, direct_err >= 0 ? direct_err : err[1], 2);
+    posix_spawn_file_actions_adddup2(&fa, out_w, 1);
+    posix_spawn_file_actions_adddup2(&fa, err_w, 2);
     posix_spawn_file_actions_adddup2(&fa, rec_fd, 3);
     sigset_t none, dfl;
     sigemptyset(&none);
@@ -273,6 +295,7 @@ node_spawn_start(node_t *node, const dmp__msg_t *req, bool local,
         rc = -err_no;
         goto fail;
     }
+started:
     p->pidfd = (int)syscall(SYS_pidfd_open, p->pid, 0);
     if (p->pidfd < 0) { /* cannot watch it: do not leave it unwatched */
         rc = -errno;
@@ -294,14 +317,15 @@ node_spawn_start(node_t *node, const dmp__msg_t *req, bool local,
         close(direct_out);
     if (direct_err >= 0)
         close(direct_err);
-    close(rec_fd);
-    s_free_env(env);
+    if (rec_fd >= 0)
+        close(rec_fd);
+    node_spawn_env_free(env);
     p->next = node->procs;
     node->procs = p;
     s_trim(node);
-    info_f("started '%s' pid=%d proc=%llu target=%s output=%s", p->name,
-           (int)p->pid, (unsigned long long)p->id, p->target,
-           p->out_fd < 0 ? "direct" : "relayed");
+    info_f("started '%s' pid=%d proc=%llu target=%s output=%s via=%s",
+           p->name, (int)p->pid, (unsigned long long)p->id, p->target,
+           p->out_fd < 0 ? "direct" : "relayed", zygote ? "zygote" : "exec");
     memset(rep, 0, sizeof *rep);
     rep->id = req->id;
     rep->version = DMP_PROTOCOL_VERSION;
@@ -326,7 +350,7 @@ fail:
         close(direct_err);
     if (rec_fd >= 0)
         close(rec_fd);
-    s_free_env(env);
+    node_spawn_env_free(env);
     dmp__free(p);
 }
 

@@ -1,0 +1,1033 @@
+/*
+ * dmp_ring.c - the same-host data plane: a bounded multi-producer,
+ * multi-consumer ring of variable-length items in a POSIX shm segment.
+ *
+ * Segment: one page of header (s_hdr_t), then `capacity` data bytes. A
+ * record in the data area is an 8-byte s_rec_t {len, kind} and the payload
+ * padded to 8. WRAP fills the rest of the area when the next record does
+ * not fit before its end; OOL names an out-of-line segment "<ring>.ool.<n>"
+ * holding a payload too big for the ring (more than a quarter of it).
+ * head and tail are free-running byte counters; a position is counter %
+ * capacity, so tail - head is the bytes in use.
+ *
+ * Main invariant (crash safety): the queue state that matters (head, tail,
+ * count, unfinished) lives in two slots and `cur` names the valid one. A
+ * writer, holding the lock, first writes payload bytes into free space,
+ * then fills the other slot, then flips `cur` with one aligned store. A
+ * process killed at any instant leaves the old state or the new one, never
+ * a mix; the next locker gets EOWNERDEAD, marks the mutex consistent and
+ * goes on, with nothing to repair. Out-of-line payloads are fully written
+ * before their record is committed, and unlinked only after it is taken.
+ *
+ * Blocking: three futex words ("not empty", "not full", "joined") are
+ * sequence counters bumped under the lock after each commit; sleepers raise
+ * a waiter count first, so a wake syscall is issued only when someone may
+ * sleep. Waiting spins briefly first on machines with more than one CPU: a
+ * consumer that keeps up with its producer then never enters the kernel.
+ *
+ * Ownership: a dmp__ring_t is one process's mapping and is not shared by
+ * threads of that process without care (it holds no mutable local state, so
+ * concurrent calls are in fact fine). The segment belongs to whoever unlinks
+ * it: the creator or the owning agent.
+ */
+#define _GNU_SOURCE
+#include "dmp_impl.h"
+
+#include <assert.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdalign.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define S_MAGIC 0x31474e4952504d44ull /* "DMPRING1" little-endian */
+#define S_VERSION 1u
+#define S_HDR_SIZE 4096u          /* header page; data starts page-aligned */
+#define S_CAP_DEFAULT (1ull << 20)
+#define S_CAP_MIN 64ull
+#define S_CAP_LIMIT (1ull << 40)  /* sanity bound for options and headers */
+#define S_ITEM_MAX_DEFAULT (64ull << 20)
+#define S_NAME_MAX 200            /* leaves room for ".ool.<20 digits>" */
+#define S_NOTIFY_MAX 256          /* FIFO path with its NUL */
+#define S_OOL_TAG ".ool."
+
+/* Lock waits at least this long even for timeout 0: holders keep the lock
+ * for a memcpy, so giving up at once would make non-blocking calls fail
+ * spuriously; a stopped holder still cannot block a timed call for ever. */
+#define S_LOCK_GRACE_NS 50000000ll
+/* A sleeper re-checks at least this often. Only matters when a process was
+ * killed between being woken and taking its item: the item then waits for
+ * the next put at most this long instead of for ever. */
+#define S_SLEEP_MAX_NS 1000000000ll
+#define S_SPIN_WAIT 4000 /* pause loops watching a futex word (~20-50 us) */
+#define S_SPIN_LOCK 200  /* trylock attempts before sleeping on the mutex */
+
+enum {
+    S_REC_DATA = 0x61746164, /* "data": payload follows */
+    S_REC_WRAP = 0x70617277, /* "wrap": rest of the area is unused */
+    S_REC_OOL = 0x6c6f6f6f,  /* "oool": s_ool_t follows */
+};
+
+typedef struct {
+    uint32_t len;  /* payload bytes (DATA, OOL) */
+    uint32_t kind; /* S_REC_* */
+} s_rec_t;
+
+typedef struct {
+    uint64_t id;   /* segment "<ring>.ool.<id>" */
+    uint64_t size; /* payload bytes in it */
+} s_ool_t;
+
+/* The committed state: one slot is valid, the other is scratch. */
+typedef struct {
+    uint64_t head;      /* byte counter of the oldest record */
+    uint64_t tail;      /* byte counter just past the newest record */
+    int64_t count;      /* items between head and tail */
+    int64_t unfinished; /* puts minus task_done calls (JoinableQueue) */
+} s_state_t;
+
+typedef struct {
+    uint64_t magic;       /* S_MAGIC, written last by create */
+    uint32_t version;     /* S_VERSION */
+    uint32_t hdr_size;    /* S_HDR_SIZE: offset of the data area */
+    uint32_t struct_size; /* sizeof(s_hdr_t): catches ABI mismatches */
+    uint32_t pad0;
+    uint64_t capacity;    /* data bytes, multiple of 8 */
+    uint64_t seg_size;    /* hdr_size + capacity */
+    uint64_t item_max;    /* largest item accepted */
+    int64_t maxsize;      /* items at most; 0: bytes are the only bound */
+    pthread_mutex_t lock; /* process-shared, robust; guards all below */
+    alignas(64) uint32_t cur; /* index of the valid state slot (0 or 1) */
+    uint32_t shutdown;        /* set once by dmp__ring_shutdown */
+    s_state_t state[2];       /* see the invariant at the top */
+    uint64_t ool_next;        /* next out-of-line id (atomic, lock-free) */
+    alignas(64) uint32_t not_empty; /* futex: bumped by every put */
+    uint32_t not_full;              /* futex: bumped by every get */
+    uint32_t joined;                /* futex: bumped when unfinished hits 0 */
+    uint32_t seq;                   /* bumped by every put and get */
+    uint32_t getters;               /* processes sleeping on not_empty */
+    uint32_t putters;               /* ... on not_full */
+    uint32_t joiners;               /* ... on joined */
+    uint32_t pad1;
+    char notify[S_NOTIFY_MAX]; /* wake-up FIFO path, "" when none */
+} s_hdr_t;
+
+_Static_assert(sizeof(s_hdr_t) <= S_HDR_SIZE, "ring header exceeds a page");
+
+struct dmp__ring {
+    s_hdr_t *hdr;     /* the mapping */
+    uint8_t *data;    /* hdr + S_HDR_SIZE */
+    size_t map_size;  /* bytes mapped */
+    /* Copies of the header's sizes, checked once at open: later changes to
+     * the shared header cannot make this process index out of bounds. */
+    uint64_t cap;
+    uint64_t item_max;
+    int64_t maxsize;
+    uint64_t inline_max; /* largest record (header + padded payload) kept
+                          * in the ring */
+    char name[S_NAME_MAX + 1];
+};
+
+/* Test hook: called (when set) at named points of put and get while the
+ * lock is held, so tests can kill a process exactly there. Points:
+ * "put-locked", "put-written", "put-committed", "get-copied",
+ * "get-committed". */
+void (*dmp__ring_test_hook)(const char *point);
+#define S_HOOK(point)                                                        \
+    do {                                                                     \
+        if (dmp__ring_test_hook)                                             \
+            dmp__ring_test_hook(point);                                      \
+    } while (0)
+
+/* ---- small helpers --------------------------------------------------- */
+
+static inline uint64_t
+s_pad8(uint64_t n)
+{
+    return (n + 7) & ~(uint64_t)7;
+}
+
+static inline void
+s_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#else
+    __asm__ __volatile__("" ::: "memory");
+#endif
+}
+
+static bool
+s_multi_cpu(void)
+{
+    static int ncpu; /* 0: unknown yet; benign race, same answer */
+    int n = __atomic_load_n(&ncpu, __ATOMIC_RELAXED);
+    if (n == 0) {
+        long v = sysconf(_SC_NPROCESSORS_ONLN);
+        n = v > 1 ? (int)(v > 1024 ? 1024 : v) : 1;
+        __atomic_store_n(&ncpu, n, __ATOMIC_RELAXED);
+    }
+    return n > 1;
+}
+
+static int64_t
+s_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000ll + ts.tv_nsec;
+}
+
+static struct timespec
+s_ts(int64_t ns)
+{
+    struct timespec ts = {.tv_sec = ns / 1000000000ll,
+                          .tv_nsec = ns % 1000000000ll};
+    return ts;
+}
+
+/* A timeout as an absolute CLOCK_MONOTONIC deadline. */
+typedef struct {
+    bool none;    /* 0, negative or NaN: do not wait */
+    bool forever; /* DMP_FOREVER (or beyond any sane horizon) */
+    int64_t at;   /* deadline in ns, when neither */
+} s_deadline_t;
+
+static s_deadline_t
+s_deadline(double timeout)
+{
+    s_deadline_t d = {false, false, 0};
+    if (isnan(timeout) || timeout <= 0)
+        d.none = true;
+    else if (isinf(timeout) || timeout > 1e9) /* ~31 years: forever */
+        d.forever = true;
+    else
+        d.at = s_now_ns() + (int64_t)ceil(timeout * 1e9);
+    return d;
+}
+
+static bool
+s_expired(const s_deadline_t *d)
+{
+    return d->none || (!d->forever && s_now_ns() >= d->at);
+}
+
+static int
+s_futex_wait(uint32_t *word, uint32_t seen, int64_t rel_ns)
+{
+    struct timespec rel = s_ts(rel_ns);
+    return (int)syscall(SYS_futex, word, FUTEX_WAIT, seen, &rel, NULL, 0);
+}
+
+static void
+s_futex_wake(uint32_t *word, int n)
+{
+    syscall(SYS_futex, word, FUTEX_WAKE, n, NULL, NULL, 0);
+}
+
+static bool
+s_name_valid(const char *name)
+{
+    size_t len = name ? strlen(name) : 0;
+    if (len < 2 || len > S_NAME_MAX || name[0] != '/')
+        return false;
+    if (strchr(name + 1, '/') || strcmp(name, "/.") == 0 ||
+        strcmp(name, "/..") == 0)
+        return false;
+    return true;
+}
+
+static void
+s_ool_name(const char *ring_name, uint64_t id, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s" S_OOL_TAG "%llu", ring_name,
+             (unsigned long long)id);
+}
+
+/* ---- locking and waiting --------------------------------------------- */
+
+/* Takes the ring's mutex. A dead previous holder needs no repair (see the
+ * invariant at the top), so EOWNERDEAD just marks the mutex consistent.
+ * With a finite deadline, gives up at max(deadline, now + grace) with
+ * -ETIMEDOUT. */
+static int
+s_lock(dmp__ring_t *r, const s_deadline_t *d)
+{
+    pthread_mutex_t *m = &r->hdr->lock;
+    int rc = EBUSY;
+    for (int i = 0; i < S_SPIN_LOCK && rc == EBUSY; i++) {
+        rc = pthread_mutex_trylock(m);
+        if (rc == EBUSY) {
+            if (!s_multi_cpu())
+                break;
+            s_cpu_relax();
+        }
+    }
+    if (rc == EBUSY) {
+        if (d->forever) {
+            rc = pthread_mutex_lock(m);
+        } else {
+            int64_t at = s_now_ns() + S_LOCK_GRACE_NS;
+            if (!d->none && d->at > at)
+                at = d->at;
+            struct timespec ts = s_ts(at);
+            rc = pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &ts);
+        }
+    }
+    if (rc == EOWNERDEAD) {
+        pthread_mutex_consistent(m);
+        rc = 0;
+    }
+    return -rc;
+}
+
+static void
+s_unlock(dmp__ring_t *r)
+{
+    pthread_mutex_unlock(&r->hdr->lock);
+}
+
+/*
+ * Called with the lock held, after the caller found its condition false.
+ * Releases the lock, waits for *word to move on from its current value
+ * (spinning briefly, then sleeping with *waiters raised so that wakers know
+ * to enter the kernel), and takes the lock again: 0 with the lock held, so
+ * the caller re-checks; or -ETIMEDOUT/-errno from s_lock, without it.
+ *
+ * No lost wake-up: *word is only bumped under the lock, after a commit, so
+ * `seen` read here predates any change the caller waits for; the waker
+ * bumps *word then reads *waiters, the sleeper raises *waiters then lets
+ * the kernel compare *word, so one of them sees the other (all seq_cst).
+ */
+static int
+s_wait(dmp__ring_t *r, uint32_t *word, uint32_t *waiters,
+       const s_deadline_t *d)
+{
+    uint32_t seen = __atomic_load_n(word, __ATOMIC_SEQ_CST);
+    s_unlock(r);
+    bool moved = false;
+    if (s_multi_cpu())
+        for (int i = 0; i < S_SPIN_WAIT; i++) {
+            if (__atomic_load_n(word, __ATOMIC_ACQUIRE) != seen) {
+                moved = true;
+                break;
+            }
+            s_cpu_relax();
+        }
+    if (!moved) {
+        int64_t rel = S_SLEEP_MAX_NS;
+        if (!d->forever) {
+            int64_t left = d->at - s_now_ns();
+            rel = left < rel ? left : rel;
+        }
+        if (rel > 0) {
+            __atomic_add_fetch(waiters, 1, __ATOMIC_SEQ_CST);
+            /* EINTR, EAGAIN (word moved), ETIMEDOUT and spurious returns
+             * all mean the same: re-check under the lock. */
+            s_futex_wait(word, seen, rel);
+            __atomic_sub_fetch(waiters, 1, __ATOMIC_SEQ_CST);
+        }
+    }
+    return s_lock(r, d);
+}
+
+/* Bumps a futex word; called under the lock. */
+static inline void
+s_bump(uint32_t *word)
+{
+    __atomic_add_fetch(word, 1, __ATOMIC_SEQ_CST);
+}
+
+static inline bool
+s_has_waiters(uint32_t *waiters)
+{
+    return __atomic_load_n(waiters, __ATOMIC_SEQ_CST) != 0;
+}
+
+/* ---- state ----------------------------------------------------------- */
+
+static inline const s_state_t *
+s_state(const s_hdr_t *h)
+{
+    return &h->state[__atomic_load_n(&h->cur, __ATOMIC_ACQUIRE) & 1];
+}
+
+/* Publishes ns as the committed state: scratch slot first, then one store
+ * of `cur` (release: payload and slot are visible before it). */
+static void
+s_commit(s_hdr_t *h, const s_state_t *ns)
+{
+    uint32_t next = (__atomic_load_n(&h->cur, __ATOMIC_RELAXED) & 1) ^ 1;
+    h->state[next] = *ns;
+    __atomic_store_n(&h->cur, next, __ATOMIC_RELEASE);
+}
+
+/* Room for a record of `need` bytes (plus a wrap marker when it does not
+ * fit before the end: *skip gets that marker's size)? */
+static bool
+s_room(const dmp__ring_t *r, const s_state_t *st, uint64_t need,
+       uint64_t *skip)
+{
+    if (r->maxsize > 0 && st->count >= r->maxsize)
+        return false;
+    uint64_t free_bytes = r->cap - (st->tail - st->head);
+    uint64_t to_end = r->cap - st->tail % r->cap;
+    *skip = need > to_end ? to_end : 0;
+    return *skip + need <= free_bytes;
+}
+
+/* Copies the notify path out under the lock ("" when none). */
+static void
+s_notify_path(const s_hdr_t *h, char out[S_NOTIFY_MAX])
+{
+    out[0] = '\0';
+    if (h->notify[0]) {
+        memcpy(out, h->notify, S_NOTIFY_MAX);
+        out[S_NOTIFY_MAX - 1] = '\0';
+    }
+}
+
+/* One byte to the agent's FIFO; never blocks. A FIFO without a reader
+ * (ENXIO) or a full one (EAGAIN) is fine: the agent is awake or will be.
+ * Anything but a FIFO is left untouched. */
+static void
+s_notify(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return;
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode)) {
+        ssize_t n = write(fd, "", 1);
+        (void)n;
+    }
+    close(fd);
+}
+
+/* ---- out-of-line items ----------------------------------------------- */
+
+/* Writes a payload into a new segment; *id_p names it. */
+static int
+s_ool_write(dmp__ring_t *r, const void *data, size_t len, uint64_t *id_p)
+{
+    char name[S_NAME_MAX + 32];
+    int fd = -1;
+    uint64_t id = 0;
+    /* Ids only grow, so EEXIST means a leftover of a ring of the same name
+     * that was not unlinked: skip it. */
+    for (int tries = 0; tries < 16 && fd < 0; tries++) {
+        id = __atomic_fetch_add(&r->hdr->ool_next, 1, __ATOMIC_RELAXED);
+        s_ool_name(r->name, id, name, sizeof name);
+        fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0 && errno != EEXIST)
+            return -errno;
+    }
+    if (fd < 0)
+        return -EEXIST;
+    int rc = 0;
+    if (ftruncate(fd, (off_t)len) != 0)
+        rc = -errno;
+    const uint8_t *p = data;
+    for (size_t off = 0; rc == 0 && off < len;) {
+        ssize_t n = pwrite(fd, p + off, len - off, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            rc = n < 0 ? -errno : -EIO;
+        else
+            off += (size_t)n;
+    }
+    close(fd);
+    if (rc != 0)
+        shm_unlink(name);
+    else
+        *id_p = id;
+    return rc;
+}
+
+static void
+s_ool_remove(const dmp__ring_t *r, uint64_t id)
+{
+    char name[S_NAME_MAX + 32];
+    s_ool_name(r->name, id, name, sizeof name);
+    shm_unlink(name);
+}
+
+/* Opens the segment of an OOL record and checks its size: the fd, or a
+ * negative code (DMP_EPROTO when it is missing or does not match). */
+static int
+s_ool_open(const dmp__ring_t *r, const s_ool_t *ool)
+{
+    char name[S_NAME_MAX + 32];
+    s_ool_name(r->name, ool->id, name, sizeof name);
+    int fd = shm_open(name, O_RDONLY | O_CLOEXEC, 0);
+    if (fd < 0)
+        return errno == ENOENT ? DMP_EPROTO : -errno;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || (uint64_t)st.st_size != ool->size) {
+        close(fd);
+        return DMP_EPROTO;
+    }
+    return fd;
+}
+
+static int
+s_ool_read(int fd, uint8_t *buf, size_t len)
+{
+    for (size_t off = 0; off < len;) {
+        ssize_t n = pread(fd, buf + off, len - off, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return n < 0 ? -errno : DMP_EPROTO;
+        off += (size_t)n;
+    }
+    return 0;
+}
+
+/* ---- create, open, close, unlink ------------------------------------- */
+
+static dmp__ring_t *
+s_ring_new(const char *name)
+{
+    dmp__ring_t *r = dmp__calloc(1, sizeof *r);
+    if (r)
+        dmp__strlcpy(r->name, name, sizeof r->name);
+    return r;
+}
+
+static void
+s_ring_sizes(dmp__ring_t *r, uint64_t cap, uint64_t item_max,
+             int64_t maxsize)
+{
+    r->cap = cap;
+    r->item_max = item_max;
+    r->maxsize = maxsize;
+    r->inline_max = cap / 4;
+    r->data = (uint8_t *)r->hdr + S_HDR_SIZE;
+}
+
+int
+dmp__ring_create(const char *name, const dmp__ring_opts_t *opts,
+                 dmp__ring_t **ring_p)
+{
+    assert(ring_p);
+    if (!s_name_valid(name))
+        return -EINVAL;
+    uint64_t cap = opts && opts->capacity ? opts->capacity : S_CAP_DEFAULT;
+    uint64_t item_max =
+        opts && opts->item_max ? opts->item_max : S_ITEM_MAX_DEFAULT;
+    int64_t maxsize = opts && opts->maxsize > 0 ? opts->maxsize : 0;
+    if (cap < S_CAP_MIN || cap > S_CAP_LIMIT || item_max > S_CAP_LIMIT)
+        return -EINVAL;
+    cap = s_pad8(cap);
+
+    dmp__ring_t *r = s_ring_new(name);
+    if (!r)
+        return -ENOMEM;
+    int rc = 0;
+    bool created = false;
+    pthread_mutexattr_t ma;
+    bool ma_init = false;
+    int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        rc = -errno;
+        goto out;
+    }
+    created = true;
+    r->map_size = S_HDR_SIZE + cap;
+    if (ftruncate(fd, (off_t)r->map_size) != 0) {
+        rc = -errno;
+        goto out;
+    }
+    void *p = mmap(NULL, r->map_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+                   fd, 0);
+    if (p == MAP_FAILED) {
+        rc = -errno;
+        goto out;
+    }
+    r->hdr = p;
+    s_ring_sizes(r, cap, item_max, maxsize);
+
+    /* ftruncate zero-filled the header: state, counters, notify. */
+    s_hdr_t *h = r->hdr;
+    h->version = S_VERSION;
+    h->hdr_size = S_HDR_SIZE;
+    h->struct_size = sizeof(s_hdr_t);
+    h->capacity = cap;
+    h->seg_size = r->map_size;
+    h->item_max = item_max;
+    h->maxsize = maxsize;
+    if ((rc = -pthread_mutexattr_init(&ma)) != 0)
+        goto out;
+    ma_init = true;
+    if ((rc = -pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED)) ||
+        (rc = -pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST)) ||
+        (rc = -pthread_mutex_init(&h->lock, &ma)))
+        goto out;
+    /* Last: an opener racing with us sees a bad magic, not half a header. */
+    __atomic_store_n(&h->magic, S_MAGIC, __ATOMIC_RELEASE);
+
+out:
+    if (ma_init)
+        pthread_mutexattr_destroy(&ma);
+    if (fd >= 0)
+        close(fd);
+    if (rc != 0) {
+        if (r->hdr)
+            munmap(r->hdr, r->map_size);
+        if (created)
+            shm_unlink(name);
+        dmp__free(r);
+        return rc;
+    }
+    *ring_p = r;
+    return 0;
+}
+
+/* Checks a mapped header; everything in it is outside input. */
+static int
+s_validate(const s_hdr_t *h, size_t mapped)
+{
+    if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) != S_MAGIC ||
+        h->version != S_VERSION || h->hdr_size != S_HDR_SIZE ||
+        h->struct_size != sizeof(s_hdr_t))
+        return DMP_EPROTO;
+    uint64_t cap = h->capacity;
+    if (cap < S_CAP_MIN || cap > S_CAP_LIMIT || cap % 8 != 0 ||
+        h->seg_size != S_HDR_SIZE + cap || h->seg_size > mapped ||
+        h->item_max > S_CAP_LIMIT || h->maxsize < 0)
+        return DMP_EPROTO;
+    uint32_t cur = __atomic_load_n(&h->cur, __ATOMIC_ACQUIRE);
+    if (cur > 1)
+        return DMP_EPROTO;
+    const s_state_t *st = &h->state[cur];
+    if (st->head % 8 || st->tail % 8 || st->head > st->tail ||
+        st->tail - st->head > cap || st->count < 0 ||
+        (uint64_t)st->count > (st->tail - st->head) / sizeof(s_rec_t))
+        return DMP_EPROTO;
+    if (memchr(h->notify, '\0', sizeof h->notify) == NULL)
+        return DMP_EPROTO;
+    return 0;
+}
+
+int
+dmp__ring_open(const char *name, dmp__ring_t **ring_p)
+{
+    assert(ring_p);
+    if (!s_name_valid(name))
+        return -EINVAL;
+    dmp__ring_t *r = s_ring_new(name);
+    if (!r)
+        return -ENOMEM;
+    int rc = 0;
+    int fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
+    if (fd < 0) {
+        rc = -errno;
+        goto out;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        rc = -errno;
+        goto out;
+    }
+    if (st.st_size < (off_t)(S_HDR_SIZE + S_CAP_MIN) ||
+        (uint64_t)st.st_size > S_HDR_SIZE + S_CAP_LIMIT) {
+        rc = DMP_EPROTO;
+        goto out;
+    }
+    r->map_size = (size_t)st.st_size;
+    void *p = mmap(NULL, r->map_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+                   fd, 0);
+    if (p == MAP_FAILED) {
+        rc = -errno;
+        goto out;
+    }
+    r->hdr = p;
+    if ((rc = s_validate(r->hdr, r->map_size)) != 0)
+        goto out;
+    s_ring_sizes(r, r->hdr->capacity, r->hdr->item_max, r->hdr->maxsize);
+
+out:
+    if (fd >= 0)
+        close(fd);
+    if (rc != 0) {
+        if (r->hdr)
+            munmap(r->hdr, r->map_size);
+        dmp__free(r);
+        return rc;
+    }
+    *ring_p = r;
+    return 0;
+}
+
+void
+dmp__ring_close(dmp__ring_t **ring_p)
+{
+    if (!ring_p || !*ring_p)
+        return;
+    dmp__ring_t *r = *ring_p;
+    munmap(r->hdr, r->map_size);
+    dmp__free(r);
+    *ring_p = NULL;
+}
+
+int
+dmp__ring_unlink(const char *name)
+{
+    if (!s_name_valid(name))
+        return -EINVAL;
+    int rc = shm_unlink(name) == 0 ? 0 : -errno;
+    /* Out-of-line payloads still queued, or left by a putter killed before
+     * its commit or a getter killed before its unlink: "<name>.ool.<n>". */
+    char prefix[S_NAME_MAX + 8];
+    snprintf(prefix, sizeof prefix, "%s" S_OOL_TAG, name + 1);
+    size_t plen = strlen(prefix);
+    DIR *dir = opendir("/dev/shm");
+    if (!dir)
+        return rc;
+    struct dirent *e;
+    while ((e = readdir(dir)) != NULL) {
+        const char *digits = e->d_name + plen;
+        if (strncmp(e->d_name, prefix, plen) != 0 || !*digits ||
+            strspn(digits, "0123456789") != strlen(digits))
+            continue;
+        char full[NAME_MAX + 2];
+        snprintf(full, sizeof full, "/%s", e->d_name);
+        shm_unlink(full);
+    }
+    closedir(dir);
+    return rc;
+}
+
+/* ---- put and get ----------------------------------------------------- */
+
+int
+dmp__ring_put(dmp__ring_t *r, const void *data, size_t len, double timeout)
+{
+    assert(r);
+    assert(data || len == 0);
+    s_hdr_t *h = r->hdr;
+    if (len > r->item_max)
+        return -EMSGSIZE;
+    if (__atomic_load_n(&h->shutdown, __ATOMIC_RELAXED))
+        return -EBADF;
+
+    uint64_t need = sizeof(s_rec_t) + s_pad8(len);
+    bool ool = need > r->inline_max || len > UINT32_MAX / 2;
+    s_ool_t ool_rec = {0, len};
+    int rc;
+    if (ool) {
+        /* The payload is written before the lock is taken; only the small
+         * record naming it goes through the ring. */
+        if ((rc = s_ool_write(r, data, len, &ool_rec.id)) != 0)
+            return rc;
+        need = sizeof(s_rec_t) + sizeof(s_ool_t);
+    }
+
+    s_deadline_t dl = s_deadline(timeout);
+    uint64_t skip = 0;
+    if ((rc = s_lock(r, &dl)) != 0) {
+        rc = rc == -ETIMEDOUT ? DMP_EFULL : rc;
+        goto fail;
+    }
+    for (;;) {
+        if (h->shutdown) {
+            rc = -EBADF;
+            break;
+        }
+        if (s_room(r, s_state(h), need, &skip))
+            break;
+        if (s_expired(&dl)) {
+            rc = DMP_EFULL;
+            break;
+        }
+        if ((rc = s_wait(r, &h->not_full, &h->putters, &dl)) != 0) {
+            rc = rc == -ETIMEDOUT ? DMP_EFULL : rc;
+            goto fail; /* lock not held */
+        }
+    }
+    if (rc != 0) {
+        s_unlock(r);
+        goto fail;
+    }
+    S_HOOK("put-locked");
+
+    /* Payload first, into free space nobody reads. */
+    s_state_t ns = *s_state(h);
+    if (skip) {
+        s_rec_t wrap = {0, S_REC_WRAP};
+        memcpy(r->data + ns.tail % r->cap, &wrap, sizeof wrap);
+        ns.tail += skip;
+    }
+    uint8_t *rec = r->data + ns.tail % r->cap;
+    if (ool) {
+        s_rec_t hd = {sizeof ool_rec, S_REC_OOL};
+        memcpy(rec, &hd, sizeof hd);
+        memcpy(rec + sizeof hd, &ool_rec, sizeof ool_rec);
+    } else {
+        s_rec_t hd = {(uint32_t)len, S_REC_DATA};
+        memcpy(rec, &hd, sizeof hd);
+        if (len)
+            memcpy(rec + sizeof hd, data, len);
+    }
+    S_HOOK("put-written");
+    ns.tail += need;
+    ns.count++;
+    ns.unfinished++;
+    s_commit(h, &ns); /* the item exists from here on */
+    S_HOOK("put-committed");
+    s_bump(&h->not_empty);
+    s_bump(&h->seq);
+    bool more_room = s_room(r, &ns, sizeof(s_rec_t), &skip);
+    char notify[S_NOTIFY_MAX];
+    s_notify_path(h, notify);
+    s_unlock(r);
+
+    if (s_has_waiters(&h->getters))
+        s_futex_wake(&h->not_empty, 1);
+    /* Pass a wake on to another putter if room remains: a get wakes one
+     * putter, which may not be the only one that fits now. */
+    if (more_room && s_has_waiters(&h->putters))
+        s_futex_wake(&h->not_full, 1);
+    if (notify[0])
+        s_notify(notify);
+    return 0;
+
+fail:
+    if (ool)
+        s_ool_remove(r, ool_rec.id);
+    return rc;
+}
+
+int
+dmp__ring_get(dmp__ring_t *r, uint8_t **data_p, size_t *len_p,
+              double timeout)
+{
+    assert(r && data_p && len_p);
+    s_hdr_t *h = r->hdr;
+    s_deadline_t dl = s_deadline(timeout);
+    int rc = s_lock(r, &dl);
+    if (rc != 0)
+        return rc == -ETIMEDOUT ? DMP_EEMPTY : rc;
+    for (;;) {
+        if (s_state(h)->count > 0)
+            break;
+        if (h->shutdown) {
+            s_unlock(r);
+            return -EBADF;
+        }
+        if (s_expired(&dl)) {
+            s_unlock(r);
+            return DMP_EEMPTY;
+        }
+        if ((rc = s_wait(r, &h->not_empty, &h->getters, &dl)) != 0)
+            return rc == -ETIMEDOUT ? DMP_EEMPTY : rc;
+    }
+
+    /* Read the oldest record; every field is checked, the segment being
+     * outside input. */
+    s_state_t ns = *s_state(h);
+    uint64_t pos = ns.head % r->cap;
+    s_rec_t hd;
+    memcpy(&hd, r->data + pos, sizeof hd);
+    if (hd.kind == S_REC_WRAP) {
+        ns.head += r->cap - pos;
+        pos = 0;
+        memcpy(&hd, r->data, sizeof hd);
+    }
+    uint64_t used = ns.tail - ns.head;
+    uint64_t size = sizeof hd + s_pad8(hd.len);
+    bool bad = ns.head >= ns.tail || size > used || size > r->cap - pos ||
+               (hd.kind != S_REC_DATA && hd.kind != S_REC_OOL) ||
+               (hd.kind == S_REC_OOL && hd.len != sizeof(s_ool_t));
+    if (bad) {
+        s_unlock(r);
+        return DMP_EPROTO;
+    }
+    const uint8_t *payload = r->data + pos + sizeof hd;
+    uint8_t *buf = NULL;
+    size_t len = hd.len;
+    int ool_fd = -1;
+    s_ool_t ool = {0, 0};
+    if (hd.kind == S_REC_OOL) {
+        memcpy(&ool, payload, sizeof ool);
+        if (ool.size > r->item_max) {
+            ool_fd = DMP_EPROTO;
+        } else {
+            ool_fd = s_ool_open(r, &ool);
+            len = (size_t)ool.size;
+        }
+        if (ool_fd == DMP_EPROTO) {
+            /* A record naming a missing or wrong segment cannot become an
+             * item: drop it so the queue does not stay wedged on it. */
+            rc = DMP_EPROTO;
+        } else if (ool_fd < 0) {
+            s_unlock(r); /* e.g. EMFILE: the item stays for a retry */
+            return ool_fd;
+        }
+    }
+    if (rc == 0) {
+        buf = dmp__malloc(len);
+        if (!buf) {
+            s_unlock(r);
+            if (ool_fd >= 0)
+                close(ool_fd);
+            return -ENOMEM; /* nothing taken */
+        }
+        if (ool_fd < 0 && len)
+            memcpy(buf, payload, len);
+    }
+    S_HOOK("get-copied");
+    ns.head += size;
+    ns.count--;
+    s_commit(h, &ns); /* the item is ours from here on */
+    S_HOOK("get-committed");
+    s_bump(&h->not_full);
+    s_bump(&h->seq);
+    bool more = ns.count > 0;
+    char notify[S_NOTIFY_MAX];
+    s_notify_path(h, notify);
+    s_unlock(r);
+
+    if (s_has_waiters(&h->putters))
+        s_futex_wake(&h->not_full, 1);
+    if (more && s_has_waiters(&h->getters))
+        s_futex_wake(&h->not_empty, 1);
+    if (notify[0])
+        s_notify(notify);
+
+    if (hd.kind == S_REC_OOL) {
+        if (ool_fd >= 0) {
+            /* Committed already: a crash here loses the item with the
+             * process that took it, like any crash after a get returns;
+             * its segment is a leftover for dmp__ring_unlink. */
+            rc = s_ool_read(ool_fd, buf, len);
+            close(ool_fd);
+        }
+        s_ool_remove(r, ool.id);
+        if (rc != 0) {
+            dmp__free(buf);
+            return rc;
+        }
+    }
+    *data_p = buf;
+    *len_p = len;
+    return 0;
+}
+
+/* ---- counters, JoinableQueue, shutdown, notify ----------------------- */
+
+int64_t
+dmp__ring_count(dmp__ring_t *r)
+{
+    assert(r);
+    /* Lock-free: a stopped lock holder must not block qsize. */
+    const s_state_t *st = s_state(r->hdr);
+    int64_t n = __atomic_load_n(&st->count, __ATOMIC_RELAXED);
+    return n < 0 ? 0 : n;
+}
+
+int
+dmp__ring_task_done(dmp__ring_t *r)
+{
+    assert(r);
+    s_hdr_t *h = r->hdr;
+    s_deadline_t forever = {false, true, 0};
+    int rc = s_lock(r, &forever);
+    if (rc != 0)
+        return rc;
+    s_state_t ns = *s_state(h);
+    if (ns.unfinished <= 0) {
+        s_unlock(r);
+        return -EINVAL;
+    }
+    ns.unfinished--;
+    s_commit(h, &ns);
+    if (ns.unfinished == 0)
+        s_bump(&h->joined);
+    s_unlock(r);
+    if (ns.unfinished == 0 && s_has_waiters(&h->joiners))
+        s_futex_wake(&h->joined, INT_MAX);
+    return 0;
+}
+
+int
+dmp__ring_join(dmp__ring_t *r, double timeout)
+{
+    assert(r);
+    s_hdr_t *h = r->hdr;
+    s_deadline_t dl = s_deadline(timeout);
+    int rc = s_lock(r, &dl);
+    if (rc != 0)
+        return rc;
+    for (;;) {
+        if (s_state(h)->unfinished <= 0)
+            break;
+        if (h->shutdown) {
+            rc = -EBADF;
+            break;
+        }
+        if (s_expired(&dl)) {
+            rc = -ETIMEDOUT;
+            break;
+        }
+        if ((rc = s_wait(r, &h->joined, &h->joiners, &dl)) != 0)
+            return rc;
+    }
+    s_unlock(r);
+    return rc;
+}
+
+void
+dmp__ring_shutdown(dmp__ring_t *r)
+{
+    assert(r);
+    s_hdr_t *h = r->hdr;
+    s_deadline_t forever = {false, true, 0};
+    bool locked = s_lock(r, &forever) == 0;
+    __atomic_store_n(&h->shutdown, 1, __ATOMIC_SEQ_CST);
+    s_bump(&h->not_empty);
+    s_bump(&h->not_full);
+    s_bump(&h->joined);
+    if (locked)
+        s_unlock(r);
+    /* Everyone, whatever the waiter counts say. */
+    s_futex_wake(&h->not_empty, INT_MAX);
+    s_futex_wake(&h->not_full, INT_MAX);
+    s_futex_wake(&h->joined, INT_MAX);
+}
+
+uint32_t
+dmp__ring_seq(dmp__ring_t *r)
+{
+    assert(r);
+    return __atomic_load_n(&r->hdr->seq, __ATOMIC_ACQUIRE);
+}
+
+int
+dmp__ring_set_notify(dmp__ring_t *r, const char *fifo_path)
+{
+    assert(r);
+    const char *path = fifo_path ? fifo_path : "";
+    if (strlen(path) >= S_NOTIFY_MAX)
+        return -ENAMETOOLONG;
+    s_deadline_t forever = {false, true, 0};
+    int rc = s_lock(r, &forever);
+    if (rc != 0)
+        return rc;
+    memset(r->hdr->notify, 0, sizeof r->hdr->notify);
+    memcpy(r->hdr->notify, path, strlen(path));
+    s_unlock(r);
+    return 0;
+}
