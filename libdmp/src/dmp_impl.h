@@ -57,6 +57,8 @@ bool dmp__name_valid(const char *name);
 /* tcp://HOST:PORT or ipc://PATH, printable ASCII, under DMP__ADDR_MAX */
 bool dmp__endpoint_valid(const char *ep);
 bool dmp__utf8_valid(const char *s);
+/* Removes a directory tree (no symlink is followed). */
+int dmp__rmtree(const char *path);
 /* Milliseconds for zmq_poll from seconds: DMP_FOREVER -> -1, <= 0 -> 0. */
 long dmp__timeout_ms(double seconds);
 /* Parses a duration/number; rejects junk, NaN, inf, negatives. */
@@ -249,6 +251,9 @@ void dmp__child_run(const uint8_t *record, size_t len)
  * never returns (dmp_zygote.c). */
 void dmp__zygote_main(const char *fd_text) __attribute__((noreturn));
 #define DMP__ZYGOTE_FDS 2 /* fds passed with each request: stdout, stderr */
+/* dmp_init for calls that connect on first use (a child connects only
+ * when it needs its agent); -EBADF after dmp_fini. */
+int dmp__init_lazy(void);
 /* dmp_init's connection step without the child check. */
 int dmp__init_connect(const dmp_client_opts_t *opts, char *errbuf,
                       size_t errlen);

@@ -36,11 +36,12 @@ extern char **environ;
 
 static struct {
     pthread_mutex_t lock;
+    bool finished;          /* dmp_fini ran since the last dmp_init */
     dmp_client_t *client;   /* the process-wide connection */
     pid_t agent_pid;        /* embedded agent, 0 if none */
     int agent_fd;           /* our end of its control socketpair */
     char rundir[PATH_MAX];  /* embedded agent's runtime directory */
-} s_lib = {PTHREAD_MUTEX_INITIALIZER, NULL, 0, -1, ""};
+} s_lib = {PTHREAD_MUTEX_INITIALIZER, false, NULL, 0, -1, ""};
 
 /* The dmpd to start: $DMP_DMPD, beside our executable, in ../bin or
  * ../../bin (build/examples, build/tests/X), or the installed default. */
@@ -102,17 +103,12 @@ s_wait_agent(pid_t pid, double timeout)
     waitpid(pid, NULL, 0);
 }
 
-/* Removes what the embedded agent may have left in its directory. */
+/* Removes what the embedded agent may have left in its directory (its
+ * socket, lock, binary cache). The directory is ours: mkdtemp made it. */
 static void
 s_remove_rundir(const char *dir)
 {
-    static const char *const names[] = {"dmpd.sock", "dmpd.lock"};
-    char path[PATH_MAX];
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-        unlink(path);
-    }
-    rmdir(dir);
+    dmp__rmtree(dir);
 }
 
 static int
@@ -269,6 +265,9 @@ dmp_init_opts(const dmp_client_opts_t *opts, char *errbuf, size_t errlen)
     const char *child = getenv("DMP_CHILD");
     if (child && *child)
         dmp__child_main(child); /* never returns */
+    pthread_mutex_lock(&s_lib.lock);
+    s_lib.finished = false;
+    pthread_mutex_unlock(&s_lib.lock);
     return dmp__init_connect(opts, errbuf, errlen);
 }
 
@@ -278,11 +277,21 @@ dmp_init(void)
     return dmp_init_opts(NULL, NULL, 0);
 }
 
+int
+dmp__init_lazy(void)
+{
+    pthread_mutex_lock(&s_lib.lock);
+    bool finished = s_lib.finished;
+    pthread_mutex_unlock(&s_lib.lock);
+    return finished ? -EBADF : dmp__init_connect(NULL, NULL, 0);
+}
+
 void
 dmp_fini(void)
 {
     dmp__process_atexit();
     pthread_mutex_lock(&s_lib.lock);
+    s_lib.finished = true;
     dmp_client_destroy(&s_lib.client);
     s_stop_embedded();
     pthread_mutex_unlock(&s_lib.lock);
@@ -300,7 +309,7 @@ dmp_default_client(void)
 int
 dmp_nodes(dmp_node_info_t **nodes_p, size_t *count_p)
 {
-    int rc = dmp_init();
+    int rc = dmp__init_lazy();
     if (rc)
         return rc;
     return dmp_client_nodes(dmp_default_client(), nodes_p, count_p);

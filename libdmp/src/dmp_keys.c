@@ -117,11 +117,13 @@ int
 dmp__key_load_public(const char *path_or_z85, char out[DMP__Z85_KEY_LEN + 1],
                      char *err, size_t errlen)
 {
-    if (dmp__z85_key_valid(path_or_z85)) {
+    /* A file wins: Z85's alphabet has '/', '.' and '-', so a 40-character
+     * path can look like a key. */
+    int fd = open(path_or_z85, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 && dmp__z85_key_valid(path_or_z85)) {
         memcpy(out, path_or_z85, DMP__Z85_KEY_LEN + 1);
         return 0;
     }
-    int fd = open(path_or_z85, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         snprintf(err, errlen, "cannot open public key '%s': %s", path_or_z85,
                  strerror(errno));

@@ -388,7 +388,7 @@ dmp_process_start(dmp_process_t *p)
 {
     if (p->started)
         return -EINVAL;
-    int rc = dmp_init();
+    int rc = dmp__init_lazy();
     if (rc)
         return rc;
     dmp_client_t *c = dmp_default_client();

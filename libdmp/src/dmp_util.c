@@ -8,7 +8,9 @@
 #define _GNU_SOURCE
 #include "dmp_impl.h"
 
+#include <ftw.h>
 #include <math.h>
+#include <unistd.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -265,4 +267,19 @@ void
 dmp_free(void *ptr)
 {
     dmp__free(ptr);
+}
+
+static int
+s_rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)ftw;
+    return flag == FTW_DP ? rmdir(path) : unlink(path);
+}
+
+int
+dmp__rmtree(const char *path)
+{
+    /* FTW_PHYS: never follow a symlink out of the tree. */
+    return nftw(path, s_rm_entry, 16, FTW_DEPTH | FTW_PHYS) == 0 ? 0 : -errno;
 }

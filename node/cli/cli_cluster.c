@@ -3,7 +3,8 @@
  * agents on loopback, for trying dmp on one machine, for tests and demos.
  *
  * Layout of DIR (everything a later `down` or `start` needs is on disk):
- *   keys/NAME.pub       the allow-list every node reads (nodes + client)
+ *   keys/NAME.pub       the allow-list every node reads: the client here,
+ *   keys/nodes/NAME.pub the nodes there
  *   secret/NAME.key     secret keys, 0600, in a 0700 directory
  *   NODE.conf           each agent's config (dmpd -c DIR/NODE.conf)
  *   NODE.log            each agent's stderr
@@ -112,14 +113,16 @@ s_mkdir(const char *path, mode_t mode)
 }
 
 /* Makes NAME's keypair under DIR/secret and publishes NAME.pub in
- * DIR/keys; keeps an existing pair, so `up` after `down` reuses keys. */
+ * DIR/keys (clients) or DIR/keys/nodes (nodes); keeps an existing pair, so
+ * `up` after `down` reuses keys. */
 static int
-s_keys(const char *dir, const char *name)
+s_keys(const char *dir, const char *name, bool node)
 {
     char secret_dir[PATH_MAX], pub[PATH_MAX], published[PATH_MAX];
     snprintf(secret_dir, sizeof secret_dir, "%s/secret", dir);
     snprintf(pub, sizeof pub, "%s/secret/%s.pub", dir, name);
-    snprintf(published, sizeof published, "%s/keys/%s.pub", dir, name);
+    snprintf(published, sizeof published, "%s/keys/%s%s.pub", dir,
+             node ? "nodes/" : "", name);
     int rc = dmp_keygen(secret_dir, name);
     if (rc && rc != -EEXIST) {
         cli_error("cannot make keys for '%s': %s", name, dmp_strerror(rc));
@@ -319,7 +322,7 @@ s_connect_node(const char *dir, int port, const char *name,
     char address[64], key[PATH_MAX], server[PATH_MAX];
     snprintf(address, sizeof address, "tcp://127.0.0.1:%d", port);
     snprintf(key, sizeof key, "%s/secret/client.key", dir);
-    snprintf(server, sizeof server, "%s/keys/%s.pub", dir, name);
+    snprintf(server, sizeof server, "%s/keys/nodes/%s.pub", dir, name);
     dmp_client_opts_t opts = {.address = address,
                               .key_file = key,
                               .server_key = server,
@@ -359,12 +362,15 @@ s_up(const s_opts_t *o)
     snprintf(path, sizeof path, "%s/run", o->dir);
     if (s_mkdir(path, 0700) != 0)
         return CLI_FAIL;
-    if (s_keys(o->dir, "client") != 0)
+    snprintf(path, sizeof path, "%s/keys/nodes", o->dir);
+    if (s_mkdir(path, 0755) != 0)
+        return CLI_FAIL;
+    if (s_keys(o->dir, "client", false) != 0)
         return CLI_FAIL;
     for (unsigned long i = 1; i <= o->n; i++) {
         char name[16];
         snprintf(name, sizeof name, "node%lu", i);
-        if (s_keys(o->dir, name) != 0)
+        if (s_keys(o->dir, name, true) != 0)
             return CLI_FAIL;
         int port = o->base_port ? (int)(o->base_port + i - 1) : s_free_port();
         if (port < 0) {
@@ -442,7 +448,7 @@ s_up(const s_opts_t *o)
              "# . this file to use the local cluster in %s\n"
              "export DMP_CLUSTER=tcp://127.0.0.1:%d\n"
              "export DMP_KEY=%s/secret/client.key\n"
-             "export DMP_SERVER_KEY=%s/keys/node1.pub\n",
+             "export DMP_SERVER_KEY=%s/keys/nodes/node1.pub\n",
              o->dir, ports[0], o->dir, o->dir);
     snprintf(path, sizeof path, "%s/env", o->dir);
     if (s_write_file(path, 0644, text) != 0) {

@@ -18,6 +18,7 @@
 
 #include <dirent.h>
 #include <pthread.h>
+#include <sys/stat.h>
 #include <string.h>
 #include <zmq.h>
 
@@ -39,22 +40,24 @@ struct node_auth {
     s_allowed_t *allowed;      /* current allow-list */
     size_t n_allowed;
     double last_scan;          /* monotonic time of the last directory read */
+    struct timespec dir_mtime; /* of the keys directory at that read */
+    struct timespec nodes_mtime; /* of KEYS_DIR/nodes at that read */
 };
 
-/* Re-reads the keys directory. Files that do not parse are skipped with a
- * warning; the previous list stays if the directory cannot be read. */
+/* Adds the NAME.pub keys of one directory to list; `prefix` is put before
+ * each name to make its ZAP User-Id. */
 static void
-s_scan(node_auth_t *auth)
+s_scan_dir(node_auth_t *auth, const char *dir_path, const char *prefix,
+           s_allowed_t **list, size_t *n, size_t *cap)
 {
-    auth->last_scan = dmp__now();
-    DIR *dir = opendir(auth->keys_dir);
+    DIR *dir = opendir(dir_path);
     if (!dir) {
-        warn_f("cannot read keys directory '%s': %s", auth->keys_dir,
-               strerror(errno));
+        if (errno != ENOENT)
+            warn_f("cannot read keys directory '%s': %s", dir_path,
+                   strerror(errno));
         return;
     }
-    s_allowed_t *list = NULL;
-    size_t n = 0, cap = 0;
+    (void)auth;
     struct dirent *de;
     while ((de = readdir(dir)) != NULL) {
         size_t len = strlen(de->d_name);
@@ -68,27 +71,70 @@ s_scan(node_auth_t *auth)
         if (!dmp__name_valid(name))
             continue;
         char path[PATH_MAX], z85[DMP__Z85_KEY_LEN + 1], err[256];
-        snprintf(path, sizeof path, "%s/%s", auth->keys_dir, de->d_name);
+        snprintf(path, sizeof path, "%s/%s", dir_path, de->d_name);
         if (dmp__key_load_public(path, z85, err, sizeof err) != 0) {
             warn_f("skipping key: %s", err);
             continue;
         }
-        if (n == cap) {
-            cap = cap ? cap * 2 : 16;
-            s_allowed_t *grown = dmp__realloc(list, cap * sizeof *list);
+        if (*n == *cap) {
+            size_t grown_cap = *cap ? *cap * 2 : 16;
+            s_allowed_t *grown = dmp__realloc(*list, grown_cap * sizeof **list);
             if (!grown)
                 break;
-            list = grown;
+            *list = grown;
+            *cap = grown_cap;
         }
-        dmp__strlcpy(list[n].name, name, sizeof list[n].name);
-        zmq_z85_decode(list[n].key, z85);
-        n++;
+        snprintf((*list)[*n].name, sizeof (*list)[*n].name, "%s%s", prefix,
+                 name);
+        zmq_z85_decode((*list)[*n].key, z85);
+        (*n)++;
     }
     closedir(dir);
+}
+
+/* Re-reads the allow-list: KEYS_DIR/NAME.pub are clients (User-Id
+ * "client/NAME"), KEYS_DIR/nodes/NAME.pub are nodes (User-Id "NAME"). Only
+ * a node identity can take part in membership: a client key can never
+ * pass for a node, whose names have no '/'. */
+static void
+s_scan(node_auth_t *auth)
+{
+    auth->last_scan = dmp__now();
+    struct stat st;
+    if (stat(auth->keys_dir, &st) == 0)
+        auth->dir_mtime = st.st_mtim;
+    char nodes_dir[PATH_MAX];
+    snprintf(nodes_dir, sizeof nodes_dir, "%s/nodes", auth->keys_dir);
+    if (stat(nodes_dir, &st) == 0)
+        auth->nodes_mtime = st.st_mtim;
+    s_allowed_t *list = NULL;
+    size_t n = 0, cap = 0;
+    s_scan_dir(auth, auth->keys_dir, "client/", &list, &n, &cap);
+    s_scan_dir(auth, nodes_dir, "", &list, &n, &cap);
     dmp__free(auth->allowed);
     auth->allowed = list;
     auth->n_allowed = n;
     debug_f("allow-list has %zu keys", n);
+}
+
+static bool
+s_mtime_differs(const char *path, const struct timespec *seen)
+{
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return seen->tv_sec != 0 || seen->tv_nsec != 0;
+    return st.st_mtim.tv_sec != seen->tv_sec ||
+           st.st_mtim.tv_nsec != seen->tv_nsec;
+}
+
+/* True when a key was added to or removed from either directory. */
+static bool
+s_changed(node_auth_t *auth)
+{
+    char nodes_dir[PATH_MAX];
+    snprintf(nodes_dir, sizeof nodes_dir, "%s/nodes", auth->keys_dir);
+    return s_mtime_differs(auth->keys_dir, &auth->dir_mtime) ||
+           s_mtime_differs(nodes_dir, &auth->nodes_mtime);
 }
 
 static const char *
@@ -171,6 +217,10 @@ s_handle_request(node_auth_t *auth)
         goto out;
     }
     const uint8_t *key = zmq_msg_data(&frames[6]);
+    /* A key added or removed changes the directory's mtime: re-read it
+     * then, so a revoked key is refused at its next connection. */
+    if (s_changed(auth))
+        s_scan(auth);
     const char *name = s_lookup(auth, key);
     if (!name && dmp__now() - auth->last_scan >= 1.0) {
         s_scan(auth);

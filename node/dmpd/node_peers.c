@@ -69,7 +69,7 @@ node_peers_add(node_t *node, const char *name, const char *address)
         return s_connect(node, peer);
     }
     char path[PATH_MAX], pub[DMP__Z85_KEY_LEN + 1], err[256];
-    snprintf(path, sizeof path, "%s/%s.pub", node->cfg.keys_dir, name);
+    snprintf(path, sizeof path, "%s/nodes/%s.pub", node->cfg.keys_dir, name);
     int rc = dmp__key_load_public(path, pub, err, sizeof err);
     if (rc) {
         warn_f("cannot add peer '%s': %s", name, err);
@@ -182,6 +182,7 @@ node_peers_on_heartbeat(node_t *node, const char *user_id,
 {
     const char *name = msg->u.heartbeat.node;
     if (strcmp(name, user_id) != 0) {
+        /* Client keys have User-Ids "client/NAME": never a node's name. */
         warn_f("dropped heartbeat: claims node '%s' but key is '%s'", name,
                user_id);
         return;
@@ -221,7 +222,7 @@ node_peers_on_heartbeat(node_t *node, const char *user_id,
             !m->address[0])
             continue;
         char path[PATH_MAX];
-        snprintf(path, sizeof path, "%s/%s.pub", node->cfg.keys_dir,
+        snprintf(path, sizeof path, "%s/nodes/%s.pub", node->cfg.keys_dir,
                  m->name);
         if (access(path, R_OK) == 0)
             node_peers_add(node, m->name, m->address);

@@ -453,14 +453,20 @@ s_teardown(node_t *node)
         zmq_ctx_term(node->ctx);
     if (node->ipc_path[0] && node->lock_fd >= 0)
         unlink(node->ipc_path);
-    if (node->lock_fd >= 0) {
+    bool held_lock = node->lock_fd >= 0;
+    if (held_lock) {
         char path[PATH_MAX];
         snprintf(path, sizeof path, "%s/dmpd.lock", node->cfg.runtime_dir);
         unlink(path);
         close(node->lock_fd);
+        node->lock_fd = -1;
     }
     if (node->sig_fd >= 0)
         close(node->sig_fd);
+    /* A private agent's directory is its own (its program made it with
+     * mkdtemp): leave nothing behind, even when the program was killed. */
+    if (node->cfg.embedded && held_lock)
+        dmp__rmtree(node->cfg.runtime_dir);
     dmp__keypair_wipe(&node->kp);
 }
 

@@ -244,7 +244,7 @@ check "unknown key: refused within 3 s" within "$start" 3
 check "unknown key: says the key was refused" err_has "refused our key"
 start=$(now)
 expect 3 "dmp nodes pinning the wrong server key" \
-    bash -c '. "$1/env"; DMP_SERVER_KEY="$1/keys/node2.pub" "$2" nodes' \
+    bash -c '. "$1/env"; DMP_SERVER_KEY="$1/keys/nodes/node2.pub" "$2" nodes' \
     _ "$D" "$DMP"
 check "wrong server key: fails within 3 s" within "$start" 3
 check "wrong server key: says identity mismatch" \
@@ -280,11 +280,11 @@ expect 4 "dmp nodes after down: unreachable" dmpc nodes --timeout 1
 expect 0 "cluster down again is harmless" "$DMP" cluster down --dir "$D"
 
 # up again reuses the keys on disk
-pub_before=$(md5sum <"$D/keys/node1.pub")
+pub_before=$(md5sum <"$D/keys/nodes/node1.pub")
 expect 0 "cluster up again after down" \
     "$DMP" cluster up -n 3 --dir "$D" --heartbeat 0.2
 check "cluster up again keeps the node keys" \
-    test "$(md5sum <"$D/keys/node1.pub")" = "$pub_before"
+    test "$(md5sum <"$D/keys/nodes/node1.pub")" = "$pub_before"
 expect 0 "dmp nodes on the new cluster" dmpc nodes
 check "the new cluster shows 3 alive" test "$(count_alive <"$T/out")" = 3
 expect 0 "cluster down --kill" "$DMP" cluster down --kill --dir "$D"

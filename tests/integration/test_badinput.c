@@ -204,7 +204,7 @@ test_every_truncation_of_a_hello_gets_eproto(void **state)
     }
     dmp__free(buf);
     assert_true(dmp_test_log_has(f->agent, "malformed message from",
-                                 "key='client'", NULL));
+                                 "key='client/client'", NULL));
     s_expect_session_works(f->sock, 8);
     s_assert_serves(f);
 }
@@ -318,7 +318,7 @@ test_multi_frame_messages_are_dropped(void **state)
     /* nothing comes back for either, and the session goes on */
     s_expect_session_works(f->sock, 12);
     assert_true(dmp_test_log_wait(f->agent, 2.0, "dropped a 3-frame message",
-                                  "key='client'", NULL));
+                                  "key='client/client'", NULL));
     assert_true(dmp_test_log_has(f->agent, "dropped a 101-frame message",
                                  NULL));
     s_assert_serves(f);
@@ -353,7 +353,7 @@ test_wrong_protocol_version_gets_eversion(void **state)
     dmp__free(buf);
     s_expect_error(f->sock, DMP_EVERSION, 5);
     assert_true(dmp_test_log_has(f->agent, "protocol version 99 from",
-                                 "key='client'", NULL));
+                                 "key='client/client'", NULL));
     s_expect_session_works(f->sock, 13);
     s_assert_serves(f);
 }
@@ -373,7 +373,7 @@ test_heartbeat_claiming_another_node_is_dropped(void **state)
         hb.u.heartbeat.incarnation = 1;
         s_send_msg(f->sock, &hb);
         char want[128];
-        snprintf(want, sizeof want, "claims node '%s' but key is 'client'",
+        snprintf(want, sizeof want, "claims node '%s' but key is 'client/client'",
                  claims[i]);
         assert_true(dmp_test_log_wait(f->agent, 2.0, "dropped heartbeat",
                                       want, NULL));

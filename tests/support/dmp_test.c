@@ -362,22 +362,31 @@ dmp_test_wait_pid_gone(pid_t pid, double timeout)
 
 /* ---- sandbox ----------------------------------------------------------- */
 
-int
-dmp_test_sandbox_key(dmp_test_sandbox_t *sb, const char *name, bool publish,
-                     char *secret_path)
+/* A keypair in the secret dir, its .pub published in `pub_dir` if set. */
+static int
+s_sandbox_key(dmp_test_sandbox_t *sb, const char *name, const char *pub_dir,
+              char *secret_path)
 {
     int rc = dmp_keygen(sb->secret_dir, name);
     if (rc)
         return rc;
     if (secret_path)
         snprintf(secret_path, PATH_MAX, "%s/%s.key", sb->secret_dir, name);
-    if (publish) {
+    if (pub_dir) {
         char from[PATH_MAX], to[PATH_MAX];
         snprintf(from, sizeof from, "%s/%s.pub", sb->secret_dir, name);
-        snprintf(to, sizeof to, "%s/%s.pub", sb->keys_dir, name);
+        snprintf(to, sizeof to, "%s/%s.pub", pub_dir, name);
         rc = dmp_test_copy_file(from, to, 0644);
     }
     return rc;
+}
+
+int
+dmp_test_sandbox_key(dmp_test_sandbox_t *sb, const char *name, bool publish,
+                     char *secret_path)
+{
+    return s_sandbox_key(sb, name, publish ? sb->keys_dir : NULL,
+                         secret_path);
 }
 
 int
@@ -397,8 +406,9 @@ dmp_test_sandbox_new(dmp_test_sandbox_t **sb_p)
     snprintf(run, sizeof run, "%s/run", sb->dir);
     snprintf(sb->client_pub, sizeof sb->client_pub, "%s/client.pub",
              sb->keys_dir);
-    if (mkdir(sb->keys_dir, 0755) != 0 || mkdir(sb->secret_dir, 0700) != 0 ||
-        mkdir(run, 0700) != 0)
+    snprintf(sb->nodes_dir, sizeof sb->nodes_dir, "%s/nodes", sb->keys_dir);
+    if (mkdir(sb->keys_dir, 0755) != 0 || mkdir(sb->nodes_dir, 0755) != 0 ||
+        mkdir(sb->secret_dir, 0700) != 0 || mkdir(run, 0700) != 0)
         rc = -errno;
     if (rc == 0)
         rc = dmp_test_sandbox_key(sb, "client", true, sb->client_key);
@@ -482,7 +492,7 @@ dmp_test_agent_new(dmp_test_sandbox_t *sb, const char *name,
     a->pidfd = a->control_fd = -1;
     a->tied = true;
     snprintf(a->name, sizeof a->name, "%s", name);
-    int rc = dmp_test_sandbox_key(sb, name, true, a->key_file);
+    int rc = s_sandbox_key(sb, name, sb->nodes_dir, a->key_file);
     a->port = rc == 0 ? s_free_port() : rc;
     if (a->port < 0) {
         rc = a->port;
@@ -490,7 +500,7 @@ dmp_test_agent_new(dmp_test_sandbox_t *sb, const char *name,
         return rc;
     }
     snprintf(a->address, sizeof a->address, "tcp://127.0.0.1:%d", a->port);
-    snprintf(a->pub_file, sizeof a->pub_file, "%s/%s.pub", sb->keys_dir,
+    snprintf(a->pub_file, sizeof a->pub_file, "%s/%s.pub", sb->nodes_dir,
              name);
     snprintf(a->keys_dir, sizeof a->keys_dir, "%s", sb->keys_dir);
     snprintf(a->runtime_dir, sizeof a->runtime_dir, "%s/run/%s", sb->dir,

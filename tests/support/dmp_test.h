@@ -138,6 +138,7 @@ typedef struct dmp_test_agent dmp_test_agent_t;
 typedef struct {
     char dir[PATH_MAX];        /* the temporary directory */
     char keys_dir[PATH_MAX];   /* DIR/keys: allow-list (NAME.pub), 0755 */
+    char nodes_dir[PATH_MAX];  /* DIR/keys/nodes: node keys, 0755 */
     char secret_dir[PATH_MAX]; /* DIR/secret: secret keys, 0700 */
     char client_key[PATH_MAX]; /* DIR/secret/client.key, in the allow-list */
     char client_pub[PATH_MAX]; /* DIR/keys/client.pub */
