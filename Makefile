@@ -46,6 +46,9 @@ EXAMPLES := $(patsubst libdmp/examples/%.c,$(B)/examples/%,$(wildcard libdmp/exa
 LIBA     := $(B)/lib/libdmp.a
 LIBSO    := $(B)/lib/libdmp.so
 
+# Test support objects are shared by every test binary: keep them.
+.SECONDARY: $(SUP_OBJ)
+
 .PHONY: all deps check-deps test test-unit test-integration demo bench install clean
 all: check-deps $(B)/bin/dmpd $(B)/bin/dmp $(LIBA) $(LIBSO) $(B)/lib/libdmp.pc $(EXAMPLES)
 
