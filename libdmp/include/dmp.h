@@ -305,6 +305,7 @@ typedef enum {
     DMP_VALUE_BYTES = 5,
     DMP_VALUE_LIST = 6,
     DMP_VALUE_MAP = 7,
+    DMP_VALUE_HANDLE = 8, /* a queue, connection, ... (dmp_queue_value) */
 } dmp_value_type_t;
 
 DMP_EXPORT dmp_value_t *dmp_none(void);
@@ -397,6 +398,90 @@ DMP_EXPORT int dmp_value_decode(const void *buf, size_t len,
 
 /* Frees memory the library handed to the caller (encode buffers). */
 DMP_EXPORT void dmp_free(void *ptr);
+
+/* ---- Queues ----------------------------------------------------------- */
+
+/*
+ * Python's Queue, JoinableQueue and SimpleQueue. A queue is owned by the
+ * node where it is created; processes on that host put and get directly in
+ * shared memory; processes on other hosts go through the owning node. Each
+ * item is delivered to exactly one getter. A queue handle travels to child
+ * processes as a value (dmp_queue_value) inside their arguments.
+ */
+typedef struct dmp_queue dmp_queue_t;
+
+typedef struct {
+    int64_t maxsize;    /* Queue(maxsize): <= 0 means no limit */
+    uint64_t item_max;  /* largest item in bytes; 0: 64 MiB */
+    uint64_t capacity;  /* shared-memory ring bytes; 0: 4 MiB (sparse) */
+} dmp_queue_opts_t;
+
+/* A new queue on the node this process talks to. opts may be NULL. */
+DMP_EXPORT int dmp_queue_new(const dmp_queue_opts_t *opts, dmp_queue_t **q_p);
+/* put(obj, timeout): 0; DMP_EFULL when no slot freed in time (queue.Full;
+ * timeout 0 is put_nowait); -EMSGSIZE over item_max; -EBADF after close;
+ * DMP_ENODE when the owning node is unreachable. The item is copied. */
+DMP_EXPORT int dmp_queue_put(dmp_queue_t *q, const dmp_value_t *item,
+                             double timeout);
+/* get(timeout): 0 and a new value (caller owns; dmp_value_destroy);
+ * DMP_EEMPTY when nothing came in time (queue.Empty; timeout 0 is
+ * get_nowait); DMP_ENODE. */
+DMP_EXPORT int dmp_queue_get(dmp_queue_t *q, dmp_value_t **item_p,
+                             double timeout);
+/* Raw bytes instead of values (no encoding). get: caller frees *data_p
+ * with dmp_free. */
+DMP_EXPORT int dmp_queue_put_bytes(dmp_queue_t *q, const void *data,
+                                   size_t len, double timeout);
+DMP_EXPORT int dmp_queue_get_bytes(dmp_queue_t *q, void **data_p,
+                                   size_t *len_p, double timeout);
+/* qsize(), empty(), full(): approximate, as in Python. Negative: error. */
+DMP_EXPORT int64_t dmp_queue_qsize(dmp_queue_t *q);
+DMP_EXPORT int dmp_queue_empty(dmp_queue_t *q);
+DMP_EXPORT int dmp_queue_full(dmp_queue_t *q);
+/* JoinableQueue: task_done() (-EINVAL when called more often than items
+ * were put: Python's ValueError) and join(timeout): 0 or -ETIMEDOUT. */
+DMP_EXPORT int dmp_queue_task_done(dmp_queue_t *q);
+DMP_EXPORT int dmp_queue_join(dmp_queue_t *q, double timeout);
+/* close(): this process puts no more (later puts: -EBADF). */
+DMP_EXPORT int dmp_queue_close(dmp_queue_t *q);
+/* Frees the handle. The process that created the queue also removes it
+ * (and so does dmp_fini for queues it created and did not destroy). */
+DMP_EXPORT void dmp_queue_destroy(dmp_queue_t **q_p);
+/* The handle as a value, to pass in a process's args. NULL on ENOMEM. */
+DMP_EXPORT dmp_value_t *dmp_queue_value(const dmp_queue_t *q);
+/* Opens the queue a value carries (in a child, from its args): a new
+ * handle the caller destroys. -EINVAL when v is not a queue. */
+DMP_EXPORT int dmp_queue_from_value(const dmp_value_t *v, dmp_queue_t **q_p);
+
+/* ---- Pipes ------------------------------------------------------------ */
+
+/*
+ * Python's Pipe(duplex) and its Connection objects. Each direction is a
+ * bounded channel owned by the creating node. recv returns DMP_EEOF once
+ * the other end is closed (or its process died) and what it sent is read.
+ */
+typedef struct dmp_conn dmp_conn_t;
+
+/* Two connected ends. duplex 0: *a_p only receives, *b_p only sends (as
+ * Python's Pipe(False) returns (reader, writer)). */
+DMP_EXPORT int dmp_pipe(int duplex, dmp_conn_t **a_p, dmp_conn_t **b_p);
+DMP_EXPORT int dmp_conn_send(dmp_conn_t *c, const dmp_value_t *obj);
+/* recv(): blocks until something arrives: 0 and a new value; DMP_EEOF. */
+DMP_EXPORT int dmp_conn_recv(dmp_conn_t *c, dmp_value_t **obj_p);
+/* send_bytes(buf, offset, size) and recv_bytes: raw messages. */
+DMP_EXPORT int dmp_conn_send_bytes(dmp_conn_t *c, const void *buf,
+                                   size_t offset, size_t size);
+DMP_EXPORT int dmp_conn_recv_bytes(dmp_conn_t *c, void **data_p,
+                                   size_t *len_p);
+/* poll(timeout): 1 when recv would not block (data or EOF), 0 if not. */
+DMP_EXPORT int dmp_conn_poll(dmp_conn_t *c, double timeout);
+/* close(): the other end sees EOF after draining. Safe twice. */
+DMP_EXPORT int dmp_conn_close(dmp_conn_t *c);
+/* Closes (if still open) and frees the handle. */
+DMP_EXPORT void dmp_conn_destroy(dmp_conn_t **c_p);
+/* The end as a value for a process's args; and back, in the child. */
+DMP_EXPORT dmp_value_t *dmp_conn_value(const dmp_conn_t *c);
+DMP_EXPORT int dmp_conn_from_value(const dmp_value_t *v, dmp_conn_t **c_p);
 
 /* ---- Keys ------------------------------------------------------------- */
 

@@ -266,6 +266,12 @@ int dmp__process_new_command(char *const *argv, const char *node,
 /* dmp_fini's first step: terminate daemons, join the others. */
 void dmp__process_atexit(void);
 
+/* ---- Handles of shared objects inside values (dmp_value.c) ---------- */
+/* A handle value carrying an opaque payload (1..1024 bytes). */
+dmp_value_t *dmp__handle_value(const void *data, size_t len);
+/* The payload of a handle value; NULL if v is not a handle. Borrowed. */
+const void *dmp__handle_data(const dmp_value_t *v, size_t *len_p);
+
 /* ---- Shared-memory ring (dmp_ring.c) --------------------------------- */
 /*
  * The same-host data plane of Queue, JoinableQueue, SimpleQueue and Pipe:

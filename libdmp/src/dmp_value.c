@@ -35,7 +35,10 @@
  *     7 list      varint count, then count values
  *     8 dict      varint count, then count (key, item) pairs; keys are
  *                 scalars (tags 0-6) and pairwise unequal
- *     9-15        reserved for handles of shared objects (rejected for now)
+ *     9 handle    varint length, then an opaque handle of a shared object
+ *                 (a queue, a pipe end; read by its own module), at most
+ *                 S_HANDLE_MAX bytes
+ *     10-15       reserved
  *   varint := unsigned LEB128: 7 bits a byte, least significant first, the
  *             high bit set on every byte but the last; 1 to 10 bytes, fits
  *             in 64 bits, canonical (no needless trailing zero group)
@@ -61,6 +64,8 @@
  * grows with the items actually read, not with a count an attacker
  * chose (64 nested lists each claiming a million items stay cheap). */
 #define S_DECODE_RESERVE_MAX 1024
+/* Largest handle payload: a node name, ids, segment names. */
+#define S_HANDLE_MAX 1024
 
 enum {
     S_TAG_NONE = 0,
@@ -72,6 +77,7 @@ enum {
     S_TAG_BYTES = 6,
     S_TAG_LIST = 7,
     S_TAG_DICT = 8,
+    S_TAG_HANDLE = 9,
 };
 
 typedef struct {
@@ -88,7 +94,7 @@ struct dmp_value {
         struct {
             char *data; /* just after the struct, NUL-terminated */
             size_t len; /* bytes, not counting that NUL */
-        } buf;          /* DMP_VALUE_STR, DMP_VALUE_BYTES */
+        } buf;          /* DMP_VALUE_STR, DMP_VALUE_BYTES, DMP_VALUE_HANDLE */
         struct {
             dmp_value_t **items; /* owned, as is each item */
             size_t len, cap;
@@ -344,6 +350,7 @@ dmp_value_copy(const dmp_value_t *v)
     switch (v->type) {
     case DMP_VALUE_STR:
     case DMP_VALUE_BYTES:
+    case DMP_VALUE_HANDLE:
         return s_new_buf(v->type, v->u.buf.data, v->u.buf.len);
     case DMP_VALUE_LIST:
         c = dmp_list();
@@ -392,7 +399,8 @@ s_is_number(const dmp_value_t *v)
 static bool
 s_is_scalar(const dmp_value_t *v)
 {
-    return v->type != DMP_VALUE_LIST && v->type != DMP_VALUE_MAP;
+    return v->type != DMP_VALUE_LIST && v->type != DMP_VALUE_MAP &&
+           v->type != DMP_VALUE_HANDLE;
 }
 
 /* Sign of i - d, exactly: Python compares an int and a float without
@@ -441,6 +449,7 @@ s_equal(const dmp_value_t *a, const dmp_value_t *b)
         return true;
     case DMP_VALUE_STR:
     case DMP_VALUE_BYTES:
+    case DMP_VALUE_HANDLE:
         return a->u.buf.len == b->u.buf.len &&
                memcmp(a->u.buf.data, b->u.buf.data, a->u.buf.len) == 0;
     case DMP_VALUE_LIST:
@@ -496,6 +505,7 @@ dmp_value_type_name(dmp_value_type_t type)
     case DMP_VALUE_BYTES: return "bytes";
     case DMP_VALUE_LIST: return "list";
     case DMP_VALUE_MAP: return "dict";
+    case DMP_VALUE_HANDLE: return "handle";
     }
     return "unknown";
 }
@@ -1004,6 +1014,9 @@ s_repr(s_out_t *o, const dmp_value_t *v)
     case DMP_VALUE_BYTES:
         s_repr_text(o, v);
         break;
+    case DMP_VALUE_HANDLE:
+        s_put(o, "<dmp handle>", 12);
+        break;
     case DMP_VALUE_LIST:
         s_put(o, "[", 1);
         for (size_t i = 0; i < v->u.list.len; i++) {
@@ -1093,6 +1106,7 @@ s_encoded_size(const dmp_value_t *v, int depth, size_t *total)
         return s_add_size(total, 1 + 8);
     case DMP_VALUE_STR:
     case DMP_VALUE_BYTES:
+    case DMP_VALUE_HANDLE:
         rc = s_add_size(total, 1 + s_varint_len(v->u.buf.len));
         return rc ? rc : s_add_size(total, v->u.buf.len);
     case DMP_VALUE_LIST:
@@ -1142,7 +1156,10 @@ s_write(const dmp_value_t *v, uint8_t *p)
         break;
     case DMP_VALUE_STR:
     case DMP_VALUE_BYTES:
-        *p++ = v->type == DMP_VALUE_STR ? S_TAG_STR : S_TAG_BYTES;
+    case DMP_VALUE_HANDLE:
+        *p++ = v->type == DMP_VALUE_STR     ? S_TAG_STR
+               : v->type == DMP_VALUE_BYTES ? S_TAG_BYTES
+                                            : S_TAG_HANDLE;
         p = s_put_varint(p, v->u.buf.len);
         if (v->u.buf.len)
             memcpy(p, v->u.buf.data, v->u.buf.len);
@@ -1411,6 +1428,14 @@ s_decode(s_in_t *in, int depth, dmp_value_t **v_p)
         v = dmp_double(d);
         break;
     }
+    case S_TAG_HANDLE:
+        if ((rc = s_get_varint(in, &u)) != 0)
+            return rc;
+        if (u > s_left(in) || u == 0 || u > S_HANDLE_MAX)
+            return DMP_EPROTO;
+        v = s_new_buf(DMP_VALUE_HANDLE, in->p, (size_t)u);
+        in->p += u;
+        break;
     case S_TAG_STR:
     case S_TAG_BYTES:
         if ((rc = s_get_varint(in, &u)) != 0)
@@ -1430,7 +1455,7 @@ s_decode(s_in_t *in, int depth, dmp_value_t **v_p)
     case S_TAG_DICT:
         return s_decode_dict(in, depth, v_p);
     default:
-        return DMP_EPROTO; /* 9-15 reserved for handles, the rest unknown */
+        return DMP_EPROTO; /* 10-15 reserved, the rest unknown */
     }
     if (!v)
         return -ENOMEM;
@@ -1454,4 +1479,21 @@ dmp_value_decode(const void *buf, size_t len, dmp_value_t **v_p)
     if (rc == 0)
         *v_p = v;
     return rc;
+}
+
+dmp_value_t *
+dmp__handle_value(const void *data, size_t len)
+{
+    if (len == 0 || len > S_HANDLE_MAX)
+        return NULL;
+    return s_new_buf(DMP_VALUE_HANDLE, data, len);
+}
+
+const void *
+dmp__handle_data(const dmp_value_t *v, size_t *len_p)
+{
+    if (!v || v->type != DMP_VALUE_HANDLE)
+        return NULL;
+    *len_p = v->u.buf.len;
+    return v->u.buf.data;
 }
