@@ -20,15 +20,22 @@
  * before their record is committed, and unlinked only after it is taken.
  *
  * Blocking: three futex words ("not empty", "not full", "joined") are
- * sequence counters bumped under the lock after each commit; sleepers raise
- * a waiter count first, so a wake syscall is issued only when someone may
- * sleep. Waiting spins briefly first on machines with more than one CPU: a
- * consumer that keeps up with its producer then never enters the kernel.
+ * sequence counters bumped under the lock after each commit (raw FUTEX_WAIT
+ * and FUTEX_WAKE, not the private variants: processes share them). Sleepers
+ * register under the lock, and a waker calls FUTEX_WAKE only for a sleeper
+ * not already woken, so the uncontended path is lock, memcpy, commit,
+ * unlock, with no syscall. Waiting spins briefly first on machines with
+ * more than one CPU: a consumer keeping up with its producer then never
+ * enters the kernel.
  *
- * Ownership: a dmp__ring_t is one process's mapping and is not shared by
- * threads of that process without care (it holds no mutable local state, so
- * concurrent calls are in fact fine). The segment belongs to whoever unlinks
- * it: the creator or the owning agent.
+ * Pipes: processes that send hold the ring as writers (pid and start time
+ * in the header); once none is left, by close or death, a get on the empty
+ * ring returns DMP_EEOF. A dead process wakes nobody, so a getter of such a
+ * ring re-checks its writers' liveness every S_EOF_CHECK_NS while asleep.
+ *
+ * Ownership: a dmp__ring_t is one process's mapping; it holds no mutable
+ * local state, so threads may share it. The segment belongs to whoever
+ * unlinks it: the creator or the owning agent.
  */
 #define _GNU_SOURCE
 #include "dmp_impl.h"
@@ -39,8 +46,10 @@
 #include <linux/futex.h>
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdalign.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -63,11 +72,15 @@
  * for a memcpy, so giving up at once would make non-blocking calls fail
  * spuriously; a stopped holder still cannot block a timed call for ever. */
 #define S_LOCK_GRACE_NS 50000000ll
-/* A sleeper re-checks at least this often. Only matters when a process was
- * killed between being woken and taking its item: the item then waits for
- * the next put at most this long instead of for ever. */
+/* A sleeper re-checks at least this often. Only matters when a waker was
+ * killed after counting its wake and before issuing it, or a woken sleeper
+ * before taking its item: the item then waits at most this long. */
 #define S_SLEEP_MAX_NS 1000000000ll
-#define S_SPIN_WAIT 4000 /* pause loops watching a futex word (~20-50 us) */
+/* A getter of a ring with writer holds (a pipe) re-checks this often
+ * whether its writers are alive: a dead process wakes nobody. */
+#define S_EOF_CHECK_NS 100000000ll
+#define S_WRITERS_MAX 64
+#define S_SPIN_WAIT 1000 /* pause loops watching a futex word (~40 us) */
 #define S_SPIN_LOCK 200  /* trylock attempts before sleeping on the mutex */
 
 enum {
@@ -86,6 +99,14 @@ typedef struct {
     uint64_t size; /* payload bytes in it */
 } s_ool_t;
 
+/* A process holding the ring as a writer (pipes). */
+typedef struct {
+    int32_t pid;    /* 0: free slot; written last when a slot is taken */
+    uint32_t holds; /* hold_writer calls not yet matched by close_writer */
+    uint64_t start; /* its start time (/proc stat), so that a reused pid
+                     * is not taken for it; 0 if unknown */
+} s_writer_t;
+
 /* The committed state: one slot is valid, the other is scratch. */
 typedef struct {
     uint64_t head;      /* byte counter of the oldest record */
@@ -94,6 +115,13 @@ typedef struct {
     int64_t unfinished; /* puts minus task_done calls (JoinableQueue) */
 } s_state_t;
 
+/* Wait queues: a futex word each, with its sleeper accounting. */
+enum { S_Q_NOT_EMPTY, S_Q_NOT_FULL, S_Q_JOINED, S_Q_N };
+
+/* Cache lines: sizes (read-only), then the lock with the words every
+ * put and get writes, then the state slots, then the sleeper counts (read
+ * by every put and get, written only by sleepers), then the notify path and
+ * the writer table (read when empty, written by hold and close). */
 typedef struct {
     uint64_t magic;       /* S_MAGIC, written last by create */
     uint32_t version;     /* S_VERSION */
@@ -104,20 +132,26 @@ typedef struct {
     uint64_t seg_size;    /* hdr_size + capacity */
     uint64_t item_max;    /* largest item accepted */
     int64_t maxsize;      /* items at most; 0: bytes are the only bound */
-    pthread_mutex_t lock; /* process-shared, robust; guards all below */
-    alignas(64) uint32_t cur; /* index of the valid state slot (0 or 1) */
-    uint32_t shutdown;        /* set once by dmp__ring_shutdown */
-    s_state_t state[2];       /* see the invariant at the top */
-    uint64_t ool_next;        /* next out-of-line id (atomic, lock-free) */
-    alignas(64) uint32_t not_empty; /* futex: bumped by every put */
-    uint32_t not_full;              /* futex: bumped by every get */
-    uint32_t joined;                /* futex: bumped when unfinished hits 0 */
-    uint32_t seq;                   /* bumped by every put and get */
-    uint32_t getters;               /* processes sleeping on not_empty */
-    uint32_t putters;               /* ... on not_full */
-    uint32_t joiners;               /* ... on joined */
+    /* process-shared, robust; guards everything below but ool_next */
+    alignas(64) pthread_mutex_t lock;
+    uint32_t cur;          /* index of the valid state slot (0 or 1) */
+    uint32_t word[S_Q_N];  /* futex words: bumped by put (NOT_EMPTY), get
+                            * (NOT_FULL), the last task_done (JOINED) */
+    uint32_t seq;          /* bumped by every put and get */
+    uint32_t shutdown;     /* set once by dmp__ring_shutdown */
+    alignas(64) s_state_t state[2]; /* see the invariant at the top */
+    /* Sleepers registered on each word, and wakes issued to them not yet
+     * absorbed. wakes <= sleepers; a waker enters the kernel only while
+     * sleepers > wakes, so a burst of puts wakes a sleeper once. */
+    alignas(64) uint32_t sleepers[S_Q_N];
+    uint32_t wakes[S_Q_N];
+    uint64_t ool_next; /* next out-of-line id (atomic, lock-free) */
+    alignas(64) char notify[S_NOTIFY_MAX]; /* wake-up FIFO, "" when none */
+    /* Pipes: once any process held the ring as a writer, an empty ring
+     * with no live writer left means EOF for getters. */
+    uint32_t pipe_mode;
     uint32_t pad1;
-    char notify[S_NOTIFY_MAX]; /* wake-up FIFO path, "" when none */
+    s_writer_t writers[S_WRITERS_MAX];
 } s_hdr_t;
 
 _Static_assert(sizeof(s_hdr_t) <= S_HDR_SIZE, "ring header exceeds a page");
@@ -287,6 +321,14 @@ s_lock(dmp__ring_t *r, const s_deadline_t *d)
     if (rc == EOWNERDEAD) {
         pthread_mutex_consistent(m);
         rc = 0;
+        /* The dead holder may have counted a wake it never issued: forget
+         * pending wakes and wake every sleeper once to re-check. */
+        s_hdr_t *h = r->hdr;
+        for (int q = 0; q < S_Q_N; q++) {
+            __atomic_store_n(&h->wakes[q], 0, __ATOMIC_SEQ_CST);
+            __atomic_add_fetch(&h->word[q], 1, __ATOMIC_SEQ_CST);
+            s_futex_wake(&h->word[q], INT_MAX);
+        }
     }
     return -rc;
 }
@@ -297,61 +339,85 @@ s_unlock(dmp__ring_t *r)
     pthread_mutex_unlock(&r->hdr->lock);
 }
 
+/* Under the lock: true (and one more wake counted) when a sleeper on q is
+ * not yet covered by a wake. */
+static bool
+s_claim_wake(s_hdr_t *h, int q)
+{
+    uint32_t n = __atomic_load_n(&h->sleepers[q], __ATOMIC_RELAXED);
+    uint32_t w = __atomic_load_n(&h->wakes[q], __ATOMIC_RELAXED);
+    if (n <= w)
+        return false;
+    __atomic_store_n(&h->wakes[q], w + 1, __ATOMIC_SEQ_CST);
+    return true;
+}
+
+/* Under the lock, after a change that sleepers on q wait for: bumps the
+ * word; true when the caller should FUTEX_WAKE one (after unlocking). */
+static bool
+s_signal(s_hdr_t *h, int q)
+{
+    __atomic_add_fetch(&h->word[q], 1, __ATOMIC_SEQ_CST);
+    return s_claim_wake(h, q);
+}
+
 /*
- * Called with the lock held, after the caller found its condition false.
- * Releases the lock, waits for *word to move on from its current value
- * (spinning briefly, then sleeping with *waiters raised so that wakers know
- * to enter the kernel), and takes the lock again: 0 with the lock held, so
- * the caller re-checks; or -ETIMEDOUT/-errno from s_lock, without it.
+ * Called with the lock held, after the caller found its condition false;
+ * returns with the lock held (0: re-check the condition) or without it
+ * (-ETIMEDOUT or -errno from s_lock). Alternates two ways of waiting,
+ * starting with the first: spin without the lock until word q moves (on
+ * more than one CPU: a consumer keeping up with its producer then never
+ * enters the kernel); sleep on the futex, registered as a sleeper so that
+ * wakers know to call FUTEX_WAKE.
  *
- * No lost wake-up: *word is only bumped under the lock, after a commit, so
- * `seen` read here predates any change the caller waits for; the waker
- * bumps *word then reads *waiters, the sleeper raises *waiters then lets
- * the kernel compare *word, so one of them sees the other (all seq_cst).
+ * No lost wake-up: the sleeper registers and reads the word under the
+ * lock; a waker bumps the word and checks the registrations under the
+ * lock after its commit; so either the kernel sees the word moved
+ * (EAGAIN) or the waker wakes someone.
  */
 static int
-s_wait(dmp__ring_t *r, uint32_t *word, uint32_t *waiters,
-       const s_deadline_t *d)
+s_wait(dmp__ring_t *r, int q, const s_deadline_t *d, bool *spun)
 {
-    uint32_t seen = __atomic_load_n(word, __ATOMIC_SEQ_CST);
-    s_unlock(r);
-    bool moved = false;
-    if (s_multi_cpu())
+    s_hdr_t *h = r->hdr;
+    uint32_t *word = &h->word[q];
+    uint32_t seen = __atomic_load_n(word, __ATOMIC_RELAXED);
+    if (!*spun && s_multi_cpu()) {
+        *spun = true;
+        s_unlock(r);
         for (int i = 0; i < S_SPIN_WAIT; i++) {
-            if (__atomic_load_n(word, __ATOMIC_ACQUIRE) != seen) {
-                moved = true;
+            if (__atomic_load_n(word, __ATOMIC_ACQUIRE) != seen)
                 break;
-            }
             s_cpu_relax();
         }
-    if (!moved) {
-        int64_t rel = S_SLEEP_MAX_NS;
-        if (!d->forever) {
-            int64_t left = d->at - s_now_ns();
-            rel = left < rel ? left : rel;
-        }
-        if (rel > 0) {
-            __atomic_add_fetch(waiters, 1, __ATOMIC_SEQ_CST);
-            /* EINTR, EAGAIN (word moved), ETIMEDOUT and spurious returns
-             * all mean the same: re-check under the lock. */
-            s_futex_wait(word, seen, rel);
-            __atomic_sub_fetch(waiters, 1, __ATOMIC_SEQ_CST);
-        }
+        return s_lock(r, d);
     }
-    return s_lock(r, d);
-}
-
-/* Bumps a futex word; called under the lock. */
-static inline void
-s_bump(uint32_t *word)
-{
-    __atomic_add_fetch(word, 1, __ATOMIC_SEQ_CST);
-}
-
-static inline bool
-s_has_waiters(uint32_t *waiters)
-{
-    return __atomic_load_n(waiters, __ATOMIC_SEQ_CST) != 0;
+    *spun = false;
+    int64_t rel = S_SLEEP_MAX_NS;
+    if (q == S_Q_NOT_EMPTY && h->pipe_mode)
+        rel = S_EOF_CHECK_NS;
+    if (!d->forever) {
+        int64_t left = d->at - s_now_ns();
+        rel = left < rel ? left : rel;
+    }
+    if (rel <= 0)
+        return 0; /* the caller finds the deadline passed */
+    __atomic_add_fetch(&h->sleepers[q], 1, __ATOMIC_SEQ_CST);
+    s_unlock(r);
+    /* EINTR, EAGAIN (word moved), ETIMEDOUT and spurious returns all mean
+     * the same: re-check under the lock. */
+    s_futex_wait(word, seen, rel);
+    int rc = s_lock(r, d);
+    if (rc == 0) {
+        /* Absorb a pending wake (ours or not), then leave, in this order:
+         * a crash in between leaves one sleeper too many (a spare wake
+         * later), never a wake too many (which would be a lost one). If
+         * the lock could not be taken, the registration stays: same. */
+        uint32_t w = __atomic_load_n(&h->wakes[q], __ATOMIC_RELAXED);
+        if (w)
+            __atomic_store_n(&h->wakes[q], w - 1, __ATOMIC_SEQ_CST);
+        __atomic_sub_fetch(&h->sleepers[q], 1, __ATOMIC_SEQ_CST);
+    }
+    return rc;
 }
 
 /* ---- state ----------------------------------------------------------- */
@@ -710,6 +776,154 @@ dmp__ring_unlink(const char *name)
     return rc;
 }
 
+/* ---- writer holds (pipes) ------------------------------------------- */
+
+/* Start time (clock ticks after boot) of a process, 0 if unknown; *zombie
+ * tells whether it has exited but is not reaped yet. */
+static uint64_t
+s_proc_start(int32_t pid, bool *zombie)
+{
+    char path[64], buf[1024];
+    *zombie = false;
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    /* "pid (comm) S ppid ...": comm may hold spaces and parentheses, so
+     * fields are counted after the last ')'; starttime is field 22. */
+    char *p = strrchr(buf, ')');
+    if (!p || p[1] != ' ')
+        return 0;
+    *zombie = p[2] == 'Z' || p[2] == 'X';
+    p += 2;
+    for (int field = 3; field < 22 && p; field++) {
+        p = strchr(p, ' ');
+        if (p)
+            p++;
+    }
+    return p ? strtoull(p, NULL, 10) : 0;
+}
+
+static bool
+s_writer_alive(const s_writer_t *w)
+{
+    if (w->pid <= 0)
+        return false;
+    if (kill(w->pid, 0) != 0 && errno == ESRCH)
+        return false;
+    bool zombie;
+    uint64_t start = s_proc_start(w->pid, &zombie);
+    if (zombie)
+        return false;
+    return start == 0 || w->start == 0 || start == w->start;
+}
+
+/* Under the lock: does any writer hold the ring? With check_alive, slots
+ * of dead processes are freed first (syscalls: only before sleeping). */
+static bool
+s_writers_left(s_hdr_t *h, bool check_alive)
+{
+    bool any = false;
+    for (int i = 0; i < S_WRITERS_MAX; i++) {
+        s_writer_t *w = &h->writers[i];
+        if (w->pid == 0)
+            continue;
+        if (check_alive && !s_writer_alive(w)) {
+            w->pid = 0;
+            w->holds = 0;
+            continue;
+        }
+        any = true;
+    }
+    return any;
+}
+
+/* Under the lock: this process's slot, or NULL. */
+static s_writer_t *
+s_writer_find(s_hdr_t *h, int32_t pid, uint64_t start)
+{
+    for (int i = 0; i < S_WRITERS_MAX; i++)
+        if (h->writers[i].pid == pid && h->writers[i].start == start)
+            return &h->writers[i];
+    return NULL;
+}
+
+int
+dmp__ring_hold_writer(dmp__ring_t *r)
+{
+    assert(r);
+    s_hdr_t *h = r->hdr;
+    int32_t pid = (int32_t)getpid();
+    bool zombie;
+    uint64_t start = s_proc_start(pid, &zombie);
+    s_deadline_t forever = {false, true, 0};
+    int rc = s_lock(r, &forever);
+    if (rc != 0)
+        return rc;
+    s_writer_t *w = s_writer_find(h, pid, start);
+    if (w) {
+        w->holds++;
+    } else {
+        for (int i = 0; !w && i < S_WRITERS_MAX; i++)
+            if (h->writers[i].pid == 0 || !s_writer_alive(&h->writers[i]))
+                w = &h->writers[i];
+        if (w) {
+            /* A half-filled slot stays free. */
+            __atomic_store_n(&w->pid, 0, __ATOMIC_SEQ_CST);
+            w->start = start;
+            w->holds = 1;
+            __atomic_store_n(&w->pid, pid, __ATOMIC_RELEASE);
+        } else {
+            rc = -ENOSPC;
+        }
+    }
+    if (rc == 0)
+        h->pipe_mode = 1;
+    s_unlock(r);
+    return rc;
+}
+
+int
+dmp__ring_close_writer(dmp__ring_t *r)
+{
+    assert(r);
+    s_hdr_t *h = r->hdr;
+    int32_t pid = (int32_t)getpid();
+    bool zombie;
+    uint64_t start = s_proc_start(pid, &zombie);
+    s_deadline_t forever = {false, true, 0};
+    int rc = s_lock(r, &forever);
+    if (rc != 0)
+        return rc;
+    s_writer_t *w = s_writer_find(h, pid, start);
+    if (!w) {
+        rc = -EINVAL; /* this process holds no hold */
+    } else if (--w->holds == 0) {
+        w->pid = 0;
+        /* Getters re-check: EOF once the ring is drained. */
+        __atomic_add_fetch(&h->word[S_Q_NOT_EMPTY], 1, __ATOMIC_SEQ_CST);
+    }
+    bool wake = w && w->pid == 0 &&
+                __atomic_load_n(&h->sleepers[S_Q_NOT_EMPTY], __ATOMIC_RELAXED);
+    s_unlock(r);
+    if (wake)
+        s_futex_wake(&h->word[S_Q_NOT_EMPTY], INT_MAX);
+    return rc;
+}
+
+/* Under the lock, the ring being empty: no writer left (pipes)? Live
+ * checks cost syscalls, so they are made only when `thorough`. */
+static bool
+s_eof(s_hdr_t *h, bool thorough)
+{
+    return h->pipe_mode && !s_writers_left(h, thorough);
+}
+
 /* ---- put and get ----------------------------------------------------- */
 
 int
@@ -737,6 +951,7 @@ dmp__ring_put(dmp__ring_t *r, const void *data, size_t len, double timeout)
 
     s_deadline_t dl = s_deadline(timeout);
     uint64_t skip = 0;
+    bool spun = false;
     if ((rc = s_lock(r, &dl)) != 0) {
         rc = rc == -ETIMEDOUT ? DMP_EFULL : rc;
         goto fail;
@@ -752,7 +967,7 @@ dmp__ring_put(dmp__ring_t *r, const void *data, size_t len, double timeout)
             rc = DMP_EFULL;
             break;
         }
-        if ((rc = s_wait(r, &h->not_full, &h->putters, &dl)) != 0) {
+        if ((rc = s_wait(r, S_Q_NOT_FULL, &dl, &spun)) != 0) {
             rc = rc == -ETIMEDOUT ? DMP_EFULL : rc;
             goto fail; /* lock not held */
         }
@@ -787,19 +1002,20 @@ dmp__ring_put(dmp__ring_t *r, const void *data, size_t len, double timeout)
     ns.unfinished++;
     s_commit(h, &ns); /* the item exists from here on */
     S_HOOK("put-committed");
-    s_bump(&h->not_empty);
-    s_bump(&h->seq);
-    bool more_room = s_room(r, &ns, sizeof(s_rec_t), &skip);
+    __atomic_add_fetch(&h->seq, 1, __ATOMIC_RELAXED);
+    bool wake_getter = s_signal(h, S_Q_NOT_EMPTY);
+    /* Pass a wake on to another putter if room remains: a get wakes one
+     * putter, which may not be the only one that fits now. */
+    bool wake_putter = s_room(r, &ns, sizeof(s_rec_t), &skip) &&
+                       s_claim_wake(h, S_Q_NOT_FULL);
     char notify[S_NOTIFY_MAX];
     s_notify_path(h, notify);
     s_unlock(r);
 
-    if (s_has_waiters(&h->getters))
-        s_futex_wake(&h->not_empty, 1);
-    /* Pass a wake on to another putter if room remains: a get wakes one
-     * putter, which may not be the only one that fits now. */
-    if (more_room && s_has_waiters(&h->putters))
-        s_futex_wake(&h->not_full, 1);
+    if (wake_getter)
+        s_futex_wake(&h->word[S_Q_NOT_EMPTY], 1);
+    if (wake_putter)
+        s_futex_wake(&h->word[S_Q_NOT_FULL], 1);
     if (notify[0])
         s_notify(notify);
     return 0;
@@ -817,6 +1033,7 @@ dmp__ring_get(dmp__ring_t *r, uint8_t **data_p, size_t *len_p,
     assert(r && data_p && len_p);
     s_hdr_t *h = r->hdr;
     s_deadline_t dl = s_deadline(timeout);
+    bool spun = false;
     int rc = s_lock(r, &dl);
     if (rc != 0)
         return rc == -ETIMEDOUT ? DMP_EEMPTY : rc;
@@ -827,11 +1044,16 @@ dmp__ring_get(dmp__ring_t *r, uint8_t **data_p, size_t *len_p,
             s_unlock(r);
             return -EBADF;
         }
-        if (s_expired(&dl)) {
+        bool expired = s_expired(&dl);
+        if (s_eof(h, expired || spun)) {
+            s_unlock(r);
+            return DMP_EEOF;
+        }
+        if (expired) {
             s_unlock(r);
             return DMP_EEMPTY;
         }
-        if ((rc = s_wait(r, &h->not_empty, &h->getters, &dl)) != 0)
+        if ((rc = s_wait(r, S_Q_NOT_EMPTY, &dl, &spun)) != 0)
             return rc == -ETIMEDOUT ? DMP_EEMPTY : rc;
     }
 
@@ -893,17 +1115,18 @@ dmp__ring_get(dmp__ring_t *r, uint8_t **data_p, size_t *len_p,
     ns.count--;
     s_commit(h, &ns); /* the item is ours from here on */
     S_HOOK("get-committed");
-    s_bump(&h->not_full);
-    s_bump(&h->seq);
-    bool more = ns.count > 0;
+    __atomic_add_fetch(&h->seq, 1, __ATOMIC_RELAXED);
+    bool wake_putter = s_signal(h, S_Q_NOT_FULL);
+    /* Pass a wake on while items remain (see put). */
+    bool wake_getter = ns.count > 0 && s_claim_wake(h, S_Q_NOT_EMPTY);
     char notify[S_NOTIFY_MAX];
     s_notify_path(h, notify);
     s_unlock(r);
 
-    if (s_has_waiters(&h->putters))
-        s_futex_wake(&h->not_full, 1);
-    if (more && s_has_waiters(&h->getters))
-        s_futex_wake(&h->not_empty, 1);
+    if (wake_putter)
+        s_futex_wake(&h->word[S_Q_NOT_FULL], 1);
+    if (wake_getter)
+        s_futex_wake(&h->word[S_Q_NOT_EMPTY], 1);
     if (notify[0])
         s_notify(notify);
 
@@ -939,6 +1162,34 @@ dmp__ring_count(dmp__ring_t *r)
 }
 
 int
+dmp__ring_poll(dmp__ring_t *r, double timeout)
+{
+    assert(r);
+    s_hdr_t *h = r->hdr;
+    s_deadline_t dl = s_deadline(timeout);
+    bool spun = false;
+    int rc = s_lock(r, &dl);
+    if (rc != 0)
+        return rc == -ETIMEDOUT ? 0 : rc;
+    for (;;) {
+        bool expired = s_expired(&dl);
+        if (s_state(h)->count > 0 || h->shutdown ||
+            s_eof(h, expired || spun)) {
+            rc = 1;
+            break;
+        }
+        if (expired) {
+            rc = 0;
+            break;
+        }
+        if ((rc = s_wait(r, S_Q_NOT_EMPTY, &dl, &spun)) != 0)
+            return rc == -ETIMEDOUT ? 0 : rc;
+    }
+    s_unlock(r);
+    return rc;
+}
+
+int
 dmp__ring_task_done(dmp__ring_t *r)
 {
     assert(r);
@@ -954,11 +1205,14 @@ dmp__ring_task_done(dmp__ring_t *r)
     }
     ns.unfinished--;
     s_commit(h, &ns);
-    if (ns.unfinished == 0)
-        s_bump(&h->joined);
+    bool wake = false;
+    if (ns.unfinished == 0) {
+        __atomic_add_fetch(&h->word[S_Q_JOINED], 1, __ATOMIC_SEQ_CST);
+        wake = __atomic_load_n(&h->sleepers[S_Q_JOINED], __ATOMIC_RELAXED);
+    }
     s_unlock(r);
-    if (ns.unfinished == 0 && s_has_waiters(&h->joiners))
-        s_futex_wake(&h->joined, INT_MAX);
+    if (wake) /* every joiner */
+        s_futex_wake(&h->word[S_Q_JOINED], INT_MAX);
     return 0;
 }
 
@@ -968,6 +1222,7 @@ dmp__ring_join(dmp__ring_t *r, double timeout)
     assert(r);
     s_hdr_t *h = r->hdr;
     s_deadline_t dl = s_deadline(timeout);
+    bool spun = false;
     int rc = s_lock(r, &dl);
     if (rc != 0)
         return rc;
@@ -982,7 +1237,7 @@ dmp__ring_join(dmp__ring_t *r, double timeout)
             rc = -ETIMEDOUT;
             break;
         }
-        if ((rc = s_wait(r, &h->joined, &h->joiners, &dl)) != 0)
+        if ((rc = s_wait(r, S_Q_JOINED, &dl, &spun)) != 0)
             return rc;
     }
     s_unlock(r);
@@ -994,18 +1249,18 @@ dmp__ring_shutdown(dmp__ring_t *r)
 {
     assert(r);
     s_hdr_t *h = r->hdr;
-    s_deadline_t forever = {false, true, 0};
-    bool locked = s_lock(r, &forever) == 0;
+    /* A holder that does not let go (stopped) must not stop the owner's
+     * teardown: the flag is set anyway, and everyone is woken. */
+    s_deadline_t soon = s_deadline(1.0);
+    bool locked = s_lock(r, &soon) == 0;
     __atomic_store_n(&h->shutdown, 1, __ATOMIC_SEQ_CST);
-    s_bump(&h->not_empty);
-    s_bump(&h->not_full);
-    s_bump(&h->joined);
+    for (int q = 0; q < S_Q_N; q++)
+        __atomic_add_fetch(&h->word[q], 1, __ATOMIC_SEQ_CST);
     if (locked)
         s_unlock(r);
-    /* Everyone, whatever the waiter counts say. */
-    s_futex_wake(&h->not_empty, INT_MAX);
-    s_futex_wake(&h->not_full, INT_MAX);
-    s_futex_wake(&h->joined, INT_MAX);
+    /* Everyone, whatever the sleeper counts say. */
+    for (int q = 0; q < S_Q_N; q++)
+        s_futex_wake(&h->word[q], INT_MAX);
 }
 
 uint32_t
