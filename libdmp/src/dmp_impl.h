@@ -111,7 +111,26 @@ typedef enum {
     DMP__MSG_PROC_SIGNAL,
     DMP__MSG_PROC_LIST_REQUEST,
     DMP__MSG_PROC_LIST_REPLY,
+    DMP__MSG_OBJ_NEW,
+    DMP__MSG_OBJ_INFO,
+    DMP__MSG_OBJ_RELEASE,
+    DMP__MSG_RING_OP,
+    DMP__MSG_RING_REPLY,
 } dmp__msg_kind_t;
+
+/* Shared objects an agent owns, and what RingOp may ask of their rings. */
+typedef enum { DMP__OBJ_QUEUE = 1, DMP__OBJ_PIPE = 2 } dmp__obj_type_t;
+typedef enum {
+    DMP__RING_PUT = 1,
+    DMP__RING_GET = 2,
+    DMP__RING_COUNT = 3,
+    DMP__RING_TASK_DONE = 4,
+    DMP__RING_JOIN = 5,
+    DMP__RING_CLOSE_WRITER = 6, /* a pipe end closed: EOF for its reader */
+    DMP__RING_HOLD_WRITER = 7,  /* a remote process holds a sending end */
+} dmp__ring_op_t;
+#define DMP__RING_NAME_MAX 64
+#define DMP__OBJ_RINGS_MAX 2
 
 #define DMP__DIGEST_HEX 64
 #define DMP__CHUNK_MAX (512u * 1024) /* upload and output chunks */
@@ -211,6 +230,35 @@ typedef struct {
             dmp__proc_info_t *procs; /* owned; freed by dmp__msg_clear */
             size_t n_procs;
         } proc_list_reply;
+        struct {
+            uint32_t type;
+            int64_t maxsize;
+            uint64_t item_max;
+            uint64_t capacity;
+            bool duplex;
+        } obj_new;
+        struct {
+            uint64_t id;
+            char node[DMP__NAME_MAX];
+            char rings[DMP__OBJ_RINGS_MAX][DMP__RING_NAME_MAX];
+            size_t n_rings;
+        } obj_info;
+        struct {
+            uint64_t id;
+        } obj_release;
+        struct {
+            uint64_t obj;
+            uint32_t ring;
+            uint32_t op;
+            uint8_t *data;      /* owned on decode; borrowed on encode */
+            size_t len;
+            double timeout;
+        } ring_op;
+        struct {
+            uint8_t *data;      /* owned on decode; borrowed on encode */
+            size_t len;
+            int64_t count;
+        } ring_reply;
     } u;
 } dmp__msg_t;
 
@@ -263,6 +311,9 @@ bool dmp__client_is_local(const dmp_client_t *c);
  * with a '/' is shipped to the node; a bare name is found in its PATH. */
 int dmp__process_new_command(char *const *argv, const char *node,
                              dmp_process_t **proc_p);
+/* dmp_fini: remove the queues and pipes this process created. */
+void dmp__queue_atexit(void);
+void dmp__pipe_atexit(void);
 /* dmp_fini's first step: terminate daemons, join the others. */
 void dmp__process_atexit(void);
 
@@ -325,6 +376,17 @@ int dmp__ring_join(dmp__ring_t *ring, double timeout);
 /* Wakes every waiter; later puts fail with -EBADF, gets drain what is left
  * then fail with -EBADF. For the owner tearing the queue down. */
 void dmp__ring_shutdown(dmp__ring_t *ring);
+/* Pipes: each process that may send into this ring holds it as a writer
+ * (hold_writer, registered with its pid); close_writer drops this
+ * process's hold. Once no live writer holds it (closed, or its process
+ * died), a get on the empty ring returns DMP_EEOF instead of waiting. */
+int dmp__ring_hold_writer(dmp__ring_t *ring);
+int dmp__ring_close_writer(dmp__ring_t *ring);
+/* 1 when a get would not block (an item, EOF or shutdown), 0 when nothing
+ * came within timeout. */
+int dmp__ring_poll(dmp__ring_t *ring, double timeout);
+/* Test hook: called at named points inside put and get (kill tests). */
+extern void (*dmp__ring_test_hook)(const char *point);
 /* Changes on every put and get: lets the agent, which cannot sleep on a
  * futex, notice progress from its poll loop (see notify below). */
 uint32_t dmp__ring_seq(dmp__ring_t *ring);

@@ -290,6 +290,8 @@ void
 dmp_fini(void)
 {
     dmp__process_atexit();
+    dmp__queue_atexit();
+    dmp__pipe_atexit();
     pthread_mutex_lock(&s_lib.lock);
     s_lib.finished = true;
     dmp_client_destroy(&s_lib.client);

@@ -55,6 +55,12 @@ dmp__wire_encode(const dmp__msg_t *msg, uint8_t **buf_p, size_t *len_p)
     Dmpwire__ProcListRequest plreq = DMPWIRE__PROC_LIST_REQUEST__INIT;
     Dmpwire__ProcListReply plrep = DMPWIRE__PROC_LIST_REPLY__INIT;
     Dmpwire__ProcInfo *pinfos = NULL, **pinfo_ptrs = NULL;
+    Dmpwire__ObjNew onew = DMPWIRE__OBJ_NEW__INIT;
+    Dmpwire__ObjInfo oinfo = DMPWIRE__OBJ_INFO__INIT;
+    Dmpwire__ObjRelease orel = DMPWIRE__OBJ_RELEASE__INIT;
+    Dmpwire__RingOp rop = DMPWIRE__RING_OP__INIT;
+    Dmpwire__RingReply rrep = DMPWIRE__RING_REPLY__INIT;
+    char *ring_names[DMP__OBJ_RINGS_MAX];
     int rc = 0;
 
     env.id = msg->id;
@@ -231,6 +237,48 @@ dmp__wire_encode(const dmp__msg_t *msg, uint8_t **buf_p, size_t *len_p)
         env.proc_list_reply = &plrep;
         break;
     }
+    case DMP__MSG_OBJ_NEW:
+        onew.type = msg->u.obj_new.type;
+        onew.maxsize = msg->u.obj_new.maxsize;
+        onew.item_max = msg->u.obj_new.item_max;
+        onew.capacity = msg->u.obj_new.capacity;
+        onew.duplex = msg->u.obj_new.duplex;
+        env.body_case = DMPWIRE__ENVELOPE__BODY_OBJ_NEW;
+        env.obj_new = &onew;
+        break;
+    case DMP__MSG_OBJ_INFO:
+        oinfo.id = msg->u.obj_info.id;
+        oinfo.node = (char *)msg->u.obj_info.node;
+        for (size_t i = 0; i < msg->u.obj_info.n_rings && i < DMP__OBJ_RINGS_MAX;
+             i++)
+            ring_names[i] = (char *)msg->u.obj_info.rings[i];
+        oinfo.n_rings = msg->u.obj_info.n_rings;
+        oinfo.rings = ring_names;
+        env.body_case = DMPWIRE__ENVELOPE__BODY_OBJ_INFO;
+        env.obj_info = &oinfo;
+        break;
+    case DMP__MSG_OBJ_RELEASE:
+        orel.id = msg->u.obj_release.id;
+        env.body_case = DMPWIRE__ENVELOPE__BODY_OBJ_RELEASE;
+        env.obj_release = &orel;
+        break;
+    case DMP__MSG_RING_OP:
+        rop.obj = msg->u.ring_op.obj;
+        rop.ring = msg->u.ring_op.ring;
+        rop.op = msg->u.ring_op.op;
+        rop.data.data = msg->u.ring_op.data;
+        rop.data.len = msg->u.ring_op.len;
+        rop.timeout = msg->u.ring_op.timeout;
+        env.body_case = DMPWIRE__ENVELOPE__BODY_RING_OP;
+        env.ring_op = &rop;
+        break;
+    case DMP__MSG_RING_REPLY:
+        rrep.data.data = msg->u.ring_reply.data;
+        rrep.data.len = msg->u.ring_reply.len;
+        rrep.count = msg->u.ring_reply.count;
+        env.body_case = DMPWIRE__ENVELOPE__BODY_RING_REPLY;
+        env.ring_reply = &rrep;
+        break;
     default:
         return -EINVAL;
     }
@@ -506,6 +554,58 @@ s_from_envelope(const Dmpwire__Envelope *env, dmp__msg_t *msg)
     case DMPWIRE__ENVELOPE__BODY_PROC_LIST_REQUEST:
         msg->kind = DMP__MSG_PROC_LIST_REQUEST;
         return 0;
+    case DMPWIRE__ENVELOPE__BODY_OBJ_NEW: {
+        const Dmpwire__ObjNew *o = env->obj_new;
+        msg->kind = DMP__MSG_OBJ_NEW;
+        if ((o->type != DMP__OBJ_QUEUE && o->type != DMP__OBJ_PIPE) ||
+            o->item_max > (1ull << 40) || o->capacity > (1ull << 40))
+            return DMP_EPROTO;
+        msg->u.obj_new.type = o->type;
+        msg->u.obj_new.maxsize = o->maxsize;
+        msg->u.obj_new.item_max = o->item_max;
+        msg->u.obj_new.capacity = o->capacity;
+        msg->u.obj_new.duplex = o->duplex;
+        return 0;
+    }
+    case DMPWIRE__ENVELOPE__BODY_OBJ_INFO: {
+        const Dmpwire__ObjInfo *o = env->obj_info;
+        msg->kind = DMP__MSG_OBJ_INFO;
+        if (o->n_rings == 0 || o->n_rings > DMP__OBJ_RINGS_MAX ||
+            !s_copy_name(msg->u.obj_info.node, o->node, false))
+            return DMP_EPROTO;
+        msg->u.obj_info.id = o->id;
+        msg->u.obj_info.n_rings = o->n_rings;
+        for (size_t i = 0; i < o->n_rings; i++) {
+            char *dst = msg->u.obj_info.rings[i];
+            /* "/dmp-" and a valid name: a segment of ours, never a path. */
+            if (!s_copy_str(dst, DMP__RING_NAME_MAX, o->rings[i]) ||
+                strncmp(dst, "/dmp-", 5) != 0 || !dmp__name_valid(dst + 1))
+                return DMP_EPROTO;
+        }
+        return 0;
+    }
+    case DMPWIRE__ENVELOPE__BODY_OBJ_RELEASE:
+        msg->kind = DMP__MSG_OBJ_RELEASE;
+        msg->u.obj_release.id = env->obj_release->id;
+        return 0;
+    case DMPWIRE__ENVELOPE__BODY_RING_OP: {
+        const Dmpwire__RingOp *o = env->ring_op;
+        msg->kind = DMP__MSG_RING_OP;
+        if (o->ring >= DMP__OBJ_RINGS_MAX || o->op < DMP__RING_PUT ||
+            o->op > DMP__RING_HOLD_WRITER || isnan(o->timeout))
+            return DMP_EPROTO;
+        msg->u.ring_op.obj = o->obj;
+        msg->u.ring_op.ring = o->ring;
+        msg->u.ring_op.op = o->op;
+        msg->u.ring_op.timeout = o->timeout;
+        return s_copy_bytes(&msg->u.ring_op.data, &msg->u.ring_op.len,
+                            &o->data, DMP__WIRE_MAX);
+    }
+    case DMPWIRE__ENVELOPE__BODY_RING_REPLY:
+        msg->kind = DMP__MSG_RING_REPLY;
+        msg->u.ring_reply.count = env->ring_reply->count;
+        return s_copy_bytes(&msg->u.ring_reply.data, &msg->u.ring_reply.len,
+                            &env->ring_reply->data, DMP__WIRE_MAX);
     case DMPWIRE__ENVELOPE__BODY_PROC_LIST_REPLY: {
         const Dmpwire__ProcListReply *rep = env->proc_list_reply;
         msg->kind = DMP__MSG_PROC_LIST_REPLY;
@@ -581,6 +681,12 @@ dmp__msg_clear(dmp__msg_t *msg)
     case DMP__MSG_PROC_LIST_REPLY:
         dmp__free(msg->u.proc_list_reply.procs);
         break;
+    case DMP__MSG_RING_OP:
+        dmp__free(msg->u.ring_op.data);
+        break;
+    case DMP__MSG_RING_REPLY:
+        dmp__free(msg->u.ring_reply.data);
+        break;
     default:
         break;
     }
@@ -635,6 +741,16 @@ dmp__msg_kind_name(dmp__msg_kind_t kind)
         return "proc-list-request";
     case DMP__MSG_PROC_LIST_REPLY:
         return "proc-list-reply";
+    case DMP__MSG_OBJ_NEW:
+        return "obj-new";
+    case DMP__MSG_OBJ_INFO:
+        return "obj-info";
+    case DMP__MSG_OBJ_RELEASE:
+        return "obj-release";
+    case DMP__MSG_RING_OP:
+        return "ring-op";
+    case DMP__MSG_RING_REPLY:
+        return "ring-reply";
     }
     return "unknown";
 }

@@ -195,6 +195,25 @@ int node_zygote_spawn(node_t *node, const char *exe, const uint8_t *record,
 void node_zygote_tick(node_t *node);
 void node_zygote_close_all(node_t *node);
 
+/* ---- shared objects (node_objects.c) ---------------------------------- */
+/* Queues and pipes this node owns: their rings in /dev/shm, mapped here
+ * too, so that processes on other hosts can use them through us. */
+void node_objects_new(node_t *node, const dmp__msg_t *req, dmp__msg_t *rep);
+void node_objects_release(node_t *node, const dmp__msg_t *req,
+                          dmp__msg_t *rep);
+/* Does a ring operation now, or parks it until it can be done or its
+ * timeout passes; replies through `from` either way. */
+void node_objects_ring_op(node_t *node, const dmp__msg_t *req,
+                          const node_sub_t *from);
+/* The wake-up FIFO rings write to while operations are parked here. */
+int node_objects_wake_fd(node_t *node);
+/* Retries parked operations (after a wake-up or when one times out). */
+void node_objects_retry(node_t *node);
+/* Seconds until the next parked operation times out (or 1). */
+double node_objects_next_deadline(node_t *node);
+int node_objects_open(node_t *node);
+void node_objects_close(node_t *node);
+
 /* ---- forwarding to peers (node_route.c) ------------------------------ */
 /* A request for another node goes to that peer over our DEALER with a
  * fresh id; its reply comes back on the DEALER and is relayed to the
@@ -238,6 +257,12 @@ struct node {
     struct node_fwd *fwds;      /* forwarded requests awaiting replies */
     struct node_rsub *rsubs;    /* processes we started on peers */
     uint64_t next_fwd;
+    struct node_obj *objs;      /* queues and pipes we own */
+    struct node_park *parked;   /* ring operations waiting for room/items */
+    uint64_t next_obj;
+    int wake_fd;                /* read end of RUNTIME_DIR/wake.fifo */
+    int wake_wfd;               /* a write end we hold so it never EOFs */
+    char wake_path[PATH_MAX];
 };
 
 /* Sets up everything, runs until SIGTERM/SIGINT or the control fd closes,

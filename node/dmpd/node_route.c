@@ -16,7 +16,10 @@
 #include <string.h>
 #include <zmq.h>
 
-#define FORWARD_TIMEOUT 30.0 /* seconds; longer than any client waits */
+/* A forward ends with its reply or its peer's death; this bound only
+ * frees memory if a live peer never answers (a blocked get may rightly
+ * wait for hours). */
+#define FORWARD_TIMEOUT (7 * 86400.0)
 
 struct node_fwd {
     struct node_fwd *next;

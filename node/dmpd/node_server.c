@@ -250,6 +250,15 @@ s_dispatch(node_t *node, void *sock, zmq_msg_t *rid, const char *user_id,
             rep.kind = DMP__MSG_PROC_LIST_REPLY;
         break;
     }
+    case DMP__MSG_OBJ_NEW:
+        node_objects_new(node, req, &rep);
+        break;
+    case DMP__MSG_OBJ_RELEASE:
+        node_objects_release(node, req, &rep);
+        break;
+    case DMP__MSG_RING_OP:
+        node_objects_ring_op(node, req, &from);
+        return; /* answered now or when it can be */
     case DMP__MSG_HEARTBEAT:
         if (tcp)
             node_peers_on_heartbeat(node, user_id, req);
@@ -374,6 +383,8 @@ s_setup(node_t *node)
     if ((rc = s_runtime_dir(cfg->runtime_dir)) != 0 ||
         (rc = s_lock(node)) != 0)
         return rc;
+    if ((rc = node_objects_open(node)) != 0)
+        return rc;
     if ((rc = node_cache_open(cfg->cache_dir, CACHE_FILE_MAX, &node->cache))) {
         error_f("cannot open binary cache '%s': %s", cfg->cache_dir,
                 dmp_strerror(rc));
@@ -439,6 +450,7 @@ s_teardown(node_t *node)
 {
     node_spawn_close(node);
     node_zygote_close_all(node);
+    node_objects_close(node);
     node_route_close(node);
     for (int i = 0; i < UPLOADS_MAX; i++)
         node_cache_upload_abort(&s_uploads[i].up);
@@ -498,23 +510,30 @@ node_run(node_t *node)
     double next_tick = dmp__now();
     while (!node->stopping) {
         size_t n_items = 0;
-        zmq_pollitem_t items[4 + NODE_PEERS_MAX + 3 * 1024];
-        /* Fixed slots: 0 ipc, 1 signals, 2 control (embedded), then tcp,
-         * then one per peer. */
+        zmq_pollitem_t items[5 + NODE_PEERS_MAX + 3 * 1024];
+        /* Fixed slots: 0 ipc, 1 signals, 2 ring wake-ups, 3 control
+         * (embedded), then tcp, then one per peer, then children. */
         items[n_items++] = (zmq_pollitem_t){node->ipc, 0, ZMQ_POLLIN, 0};
         items[n_items++] = (zmq_pollitem_t){NULL, node->sig_fd, ZMQ_POLLIN, 0};
+        items[n_items++] =
+            (zmq_pollitem_t){NULL, node_objects_wake_fd(node), ZMQ_POLLIN, 0};
         if (control >= 0)
             items[n_items++] = (zmq_pollitem_t){NULL, control, ZMQ_POLLIN, 0};
         if (node->tcp)
             items[n_items++] = (zmq_pollitem_t){node->tcp, 0, ZMQ_POLLIN, 0};
         size_t first_peer = n_items;
-        for (size_t i = 0; i < node->n_peers && n_items < 4 + NODE_PEERS_MAX;
+        for (size_t i = 0; i < node->n_peers && n_items < 5 + NODE_PEERS_MAX;
              i++)
             items[n_items++] =
                 (zmq_pollitem_t){node->peers[i].sock, 0, ZMQ_POLLIN, 0};
         size_t first_spawn = n_items;
         n_items += node_spawn_poll_items(node, items + n_items, 3 * 1024);
         double wait = next_tick - dmp__now();
+        if (node->parked) {
+            double park = node_objects_next_deadline(node);
+            if (park < wait)
+                wait = park;
+        }
         if (zmq_poll(items, (int)n_items, dmp__timeout_ms(wait)) < 0 &&
             errno != EINTR) {
             error_f("poll failed: %s", zmq_strerror(errno));
@@ -529,7 +548,9 @@ node_run(node_t *node)
                 if (read(node->sig_fd, &si, sizeof si) == sizeof si)
                     info_f("stopping on signal %u", si.ssi_signo);
                 node->stopping = true;
-            } else if (control >= 0 && i == 2) {
+            } else if (i == 2) {
+                node_objects_retry(node);
+            } else if (control >= 0 && i == 3) {
                 char buf[64];
                 ssize_t n = read(control, buf, sizeof buf);
                 if (n <= 0) { /* the program that owns us is gone */
@@ -553,10 +574,14 @@ node_run(node_t *node)
                 }
             }
         }
+        if (node->parked && node_objects_next_deadline(node) <= 0)
+            node_objects_retry(node); /* time-outs */
         if (dmp__now() >= next_tick) {
             node_peers_tick(node);
             node_route_tick(node);
             node_zygote_tick(node);
+            if (node->parked) /* a pipe's writer may have died: EOF */
+                node_objects_retry(node);
             next_tick = dmp__now() + node->cfg.heartbeat;
         }
     }

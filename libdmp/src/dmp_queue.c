@@ -1,0 +1,352 @@
+/*
+ * dmp_queue.c - Python's Queue, JoinableQueue and SimpleQueue.
+ *
+ * A queue is an object of the node this process talks to: that agent
+ * creates its shared-memory ring and owns it. A process on the owner's
+ * host maps the ring and puts and gets directly (no agent hop: DESIGN.md
+ * "data plane"); a process elsewhere sends each operation to the owner,
+ * which does it on the same ring, so every item still goes to exactly one
+ * getter. A blocked remote get waits at the owner, never by polling.
+ *
+ * A handle travels as a value: 'Q', the owner's name, the object id, the
+ * ring's name and maxsize. The process that created a queue removes it on
+ * dmp_queue_destroy, or at dmp_fini if it did not.
+ */
+#define _GNU_SOURCE
+#include "dmp_impl.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+struct dmp_queue {
+    struct dmp_queue *next;    /* in s_owned when this process created it */
+    char node[DMP__NAME_MAX];  /* owner */
+    uint64_t id;               /* object id at the owner */
+    char ring_name[DMP__RING_NAME_MAX];
+    int64_t maxsize;
+    dmp__ring_t *ring;         /* mapped when the owner is on this host */
+    bool owner;                /* we created it: destroy removes it */
+    bool closed;               /* close(): no more puts from us */
+};
+
+static pthread_mutex_t s_lock = PTHREAD_MUTEX_INITIALIZER;
+static dmp_queue_t *s_owned;
+
+/* ---- handles ---------------------------------------------------------- */
+
+static int
+s_encode_handle(const dmp_queue_t *q, uint8_t *buf, size_t size)
+{
+    size_t nl = strlen(q->node), rl = strlen(q->ring_name);
+    size_t len = 1 + 1 + nl + 8 + 1 + rl + 8;
+    if (len > size)
+        return -ENAMETOOLONG;
+    uint8_t *p = buf;
+    *p++ = 'Q';
+    *p++ = (uint8_t)nl;
+    memcpy(p, q->node, nl);
+    p += nl;
+    for (int i = 0; i < 8; i++)
+        *p++ = (uint8_t)(q->id >> (8 * i));
+    *p++ = (uint8_t)rl;
+    memcpy(p, q->ring_name, rl);
+    p += rl;
+    for (int i = 0; i < 8; i++)
+        *p++ = (uint8_t)((uint64_t)q->maxsize >> (8 * i));
+    return (int)len;
+}
+
+static int
+s_decode_handle(const uint8_t *p, size_t len, dmp_queue_t *q)
+{
+    const uint8_t *end = p + len;
+    if (len < 2 || *p++ != 'Q')
+        return -EINVAL;
+    size_t nl = *p++;
+    if (nl == 0 || nl >= DMP__NAME_MAX || (size_t)(end - p) < nl + 9)
+        return -EINVAL;
+    memcpy(q->node, p, nl);
+    q->node[nl] = '\0';
+    p += nl;
+    q->id = 0;
+    for (int i = 0; i < 8; i++)
+        q->id |= (uint64_t)*p++ << (8 * i);
+    size_t rl = *p++;
+    if (rl == 0 || rl >= DMP__RING_NAME_MAX || (size_t)(end - p) != rl + 8)
+        return -EINVAL;
+    memcpy(q->ring_name, p, rl);
+    q->ring_name[rl] = '\0';
+    p += rl;
+    uint64_t m = 0;
+    for (int i = 0; i < 8; i++)
+        m |= (uint64_t)*p++ << (8 * i);
+    q->maxsize = (int64_t)m;
+    if (!dmp__name_valid(q->node) || strncmp(q->ring_name, "/dmp-", 5) != 0 ||
+        !dmp__name_valid(q->ring_name + 1))
+        return -EINVAL;
+    return 0;
+}
+
+/* Maps the ring when its owner is the agent of this host. */
+static void
+s_attach(dmp_queue_t *q)
+{
+    dmp_client_t *c = dmp_default_client();
+    if (c && dmp__client_is_local(c) && strcmp(q->node, dmp_client_node(c)) == 0)
+        dmp__ring_open(q->ring_name, &q->ring); /* else: through the owner */
+}
+
+/* ---- remote operations ------------------------------------------------- */
+
+/* One RingOp at the owner. timeout: the operation's; the request waits
+ * that long plus a margin for the network. */
+static int
+s_remote(dmp_queue_t *q, uint32_t op, const void *data, size_t len,
+         double timeout, uint8_t **out_p, size_t *out_len, int64_t *count)
+{
+    dmp_client_t *c = dmp_default_client();
+    if (!c)
+        return -EBADF;
+    if (len > DMP__WIRE_MAX - 4096)
+        return -EMSGSIZE; /* across hosts an item is one frame */
+    dmp__msg_t req = {.kind = DMP__MSG_RING_OP}, rep;
+    req.u.ring_op.obj = q->id;
+    req.u.ring_op.op = op;
+    req.u.ring_op.data = (uint8_t *)data;
+    req.u.ring_op.len = len;
+    bool forever = isinf(timeout) || timeout > 86400.0 * 24;
+    req.u.ring_op.timeout = forever ? -1 : (timeout > 0 ? timeout : 0);
+    double wait = forever ? 86400.0 * 365 : req.u.ring_op.timeout + 10.0;
+    const char *node = strcmp(q->node, dmp_client_node(c)) == 0 ? NULL
+                                                                 : q->node;
+    int rc = dmp__client_request(c, node, &req, &rep, DMP__MSG_RING_REPLY,
+                                 wait);
+    if (rc)
+        return rc;
+    if (count)
+        *count = rep.u.ring_reply.count;
+    if (out_p) {
+        *out_p = rep.u.ring_reply.data;
+        *out_len = rep.u.ring_reply.len;
+        rep.u.ring_reply.data = NULL;
+    }
+    dmp__msg_clear(&rep);
+    return 0;
+}
+
+/* ---- the API ----------------------------------------------------------- */
+
+int
+dmp_queue_new(const dmp_queue_opts_t *opts, dmp_queue_t **q_p)
+{
+    dmp_queue_opts_t none = {0};
+    if (!opts)
+        opts = &none;
+    int rc = dmp__init_lazy();
+    if (rc)
+        return rc;
+    dmp_queue_t *q = dmp__calloc(1, sizeof *q);
+    if (!q)
+        return -ENOMEM;
+    dmp__msg_t req = {.kind = DMP__MSG_OBJ_NEW}, rep;
+    req.u.obj_new.type = DMP__OBJ_QUEUE;
+    req.u.obj_new.maxsize = opts->maxsize > 0 ? opts->maxsize : 0;
+    req.u.obj_new.item_max = opts->item_max;
+    req.u.obj_new.capacity = opts->capacity ? opts->capacity : 4u << 20;
+    rc = dmp__client_request(dmp_default_client(), NULL, &req, &rep,
+                             DMP__MSG_OBJ_INFO, 0);
+    if (rc) {
+        dmp__free(q);
+        return rc;
+    }
+    dmp__strlcpy(q->node, rep.u.obj_info.node, sizeof q->node);
+    q->id = rep.u.obj_info.id;
+    dmp__strlcpy(q->ring_name, rep.u.obj_info.rings[0], sizeof q->ring_name);
+    q->maxsize = req.u.obj_new.maxsize;
+    q->owner = true;
+    dmp__msg_clear(&rep);
+    s_attach(q);
+    pthread_mutex_lock(&s_lock);
+    q->next = s_owned;
+    s_owned = q;
+    pthread_mutex_unlock(&s_lock);
+    *q_p = q;
+    return 0;
+}
+
+int
+dmp_queue_put_bytes(dmp_queue_t *q, const void *data, size_t len,
+                    double timeout)
+{
+    if (q->closed)
+        return -EBADF;
+    if (q->ring)
+        return dmp__ring_put(q->ring, data, len, timeout);
+    return s_remote(q, DMP__RING_PUT, data, len, timeout, NULL, NULL, NULL);
+}
+
+int
+dmp_queue_get_bytes(dmp_queue_t *q, void **data_p, size_t *len_p,
+                    double timeout)
+{
+    if (q->ring)
+        return dmp__ring_get(q->ring, (uint8_t **)data_p, len_p, timeout);
+    return s_remote(q, DMP__RING_GET, NULL, 0, timeout, (uint8_t **)data_p,
+                    len_p, NULL);
+}
+
+int
+dmp_queue_put(dmp_queue_t *q, const dmp_value_t *item, double timeout)
+{
+    uint8_t *buf;
+    size_t len;
+    int rc = dmp_value_encode(item, &buf, &len);
+    if (rc)
+        return rc;
+    rc = dmp_queue_put_bytes(q, buf, len, timeout);
+    dmp__free(buf);
+    return rc;
+}
+
+int
+dmp_queue_get(dmp_queue_t *q, dmp_value_t **item_p, double timeout)
+{
+    void *buf;
+    size_t len;
+    int rc = dmp_queue_get_bytes(q, &buf, &len, timeout);
+    if (rc)
+        return rc;
+    rc = dmp_value_decode(buf, len, item_p);
+    dmp__free(buf);
+    return rc;
+}
+
+int64_t
+dmp_queue_qsize(dmp_queue_t *q)
+{
+    if (q->ring)
+        return dmp__ring_count(q->ring);
+    int64_t count = 0;
+    int rc = s_remote(q, DMP__RING_COUNT, NULL, 0, 0, NULL, NULL, &count);
+    return rc ? rc : count;
+}
+
+int
+dmp_queue_empty(dmp_queue_t *q)
+{
+    int64_t n = dmp_queue_qsize(q);
+    return n < 0 ? (int)n : n == 0;
+}
+
+int
+dmp_queue_full(dmp_queue_t *q)
+{
+    if (q->maxsize <= 0)
+        return 0;
+    int64_t n = dmp_queue_qsize(q);
+    return n < 0 ? (int)n : n >= q->maxsize;
+}
+
+int
+dmp_queue_task_done(dmp_queue_t *q)
+{
+    if (q->ring)
+        return dmp__ring_task_done(q->ring);
+    return s_remote(q, DMP__RING_TASK_DONE, NULL, 0, 0, NULL, NULL, NULL);
+}
+
+int
+dmp_queue_join(dmp_queue_t *q, double timeout)
+{
+    if (q->ring)
+        return dmp__ring_join(q->ring, timeout);
+    return s_remote(q, DMP__RING_JOIN, NULL, 0, timeout, NULL, NULL, NULL);
+}
+
+int
+dmp_queue_close(dmp_queue_t *q)
+{
+    q->closed = true;
+    return 0;
+}
+
+/* Tells the owner to remove the queue. */
+static void
+s_release(dmp_queue_t *q)
+{
+    dmp_client_t *c = dmp_default_client();
+    if (!c)
+        return;
+    dmp__msg_t req = {.kind = DMP__MSG_OBJ_RELEASE}, rep;
+    req.u.obj_release.id = q->id;
+    const char *node = strcmp(q->node, dmp_client_node(c)) == 0 ? NULL
+                                                                 : q->node;
+    if (dmp__client_request(c, node, &req, &rep, DMP__MSG_OK, 5.0) == 0)
+        dmp__msg_clear(&rep);
+}
+
+void
+dmp_queue_destroy(dmp_queue_t **q_p)
+{
+    if (!q_p || !*q_p)
+        return;
+    dmp_queue_t *q = *q_p;
+    if (q->owner) {
+        pthread_mutex_lock(&s_lock);
+        for (dmp_queue_t **pp = &s_owned; *pp; pp = &(*pp)->next)
+            if (*pp == q) {
+                *pp = q->next;
+                break;
+            }
+        pthread_mutex_unlock(&s_lock);
+        s_release(q);
+    }
+    dmp__ring_close(&q->ring);
+    dmp__free(q);
+    *q_p = NULL;
+}
+
+dmp_value_t *
+dmp_queue_value(const dmp_queue_t *q)
+{
+    uint8_t buf[256];
+    int len = s_encode_handle(q, buf, sizeof buf);
+    return len > 0 ? dmp__handle_value(buf, (size_t)len) : NULL;
+}
+
+int
+dmp_queue_from_value(const dmp_value_t *v, dmp_queue_t **q_p)
+{
+    size_t len;
+    const uint8_t *data = dmp__handle_data(v, &len);
+    if (!data)
+        return -EINVAL;
+    int rc = dmp__init_lazy();
+    if (rc)
+        return rc;
+    dmp_queue_t *q = dmp__calloc(1, sizeof *q);
+    if (!q)
+        return -ENOMEM;
+    if ((rc = s_decode_handle(data, len, q)) != 0) {
+        dmp__free(q);
+        return rc;
+    }
+    s_attach(q);
+    *q_p = q;
+    return 0;
+}
+
+void
+dmp__queue_atexit(void)
+{
+    for (;;) {
+        pthread_mutex_lock(&s_lock);
+        dmp_queue_t *q = s_owned;
+        pthread_mutex_unlock(&s_lock);
+        if (!q)
+            return;
+        dmp_queue_destroy(&q);
+    }
+}

@@ -1,0 +1,343 @@
+/*
+ * node_objects.c - queues and pipes owned by this node.
+ *
+ * Each object is one or two shared-memory rings (dmp_ring.c) created here
+ * and named after this agent's incarnation and the object id. Processes on
+ * this host map the rings and never talk to us for data; processes on
+ * other hosts send RingOps, which we do on the same rings, so that every
+ * item still goes to exactly one getter. A RingOp that would block (a get
+ * on an empty ring, a put on a full one, a join) is parked: the rings
+ * write to our wake-up FIFO while something is parked on them, and we
+ * retry the parked operations when it is readable or when one times out.
+ * The agent's loop never blocks on a ring.
+ */
+#define _GNU_SOURCE
+#include "node.h"
+
+#include <fcntl.h>
+#include <math.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define OBJECTS_MAX 4096
+#define PARKED_MAX 65536
+
+struct node_obj {
+    struct node_obj *next;
+    uint64_t id;
+    uint32_t type;
+    size_t n_rings;
+    char names[DMP__OBJ_RINGS_MAX][DMP__RING_NAME_MAX];
+    dmp__ring_t *rings[DMP__OBJ_RINGS_MAX];
+    unsigned parked[DMP__OBJ_RINGS_MAX]; /* operations waiting on it */
+};
+
+struct node_park {
+    struct node_park *next;
+    node_sub_t from;
+    uint64_t req_id;
+    struct node_obj *obj;
+    uint32_t ring;
+    uint32_t op;
+    uint8_t *data;   /* put: the item, owned */
+    size_t len;
+    double deadline; /* monotonic; INFINITY: none */
+};
+
+static struct node_obj *
+s_find(node_t *node, uint64_t id)
+{
+    for (struct node_obj *o = node->objs; o; o = o->next)
+        if (o->id == id)
+            return o;
+    return NULL;
+}
+
+int
+node_objects_open(node_t *node)
+{
+    node->wake_fd = node->wake_wfd = -1;
+    snprintf(node->wake_path, sizeof node->wake_path, "%s/wake.fifo",
+             node->cfg.runtime_dir);
+    unlink(node->wake_path);
+    if (mkfifo(node->wake_path, 0600) != 0) {
+        error_f("cannot create '%s': %s", node->wake_path, strerror(errno));
+        return -errno;
+    }
+    node->wake_fd = open(node->wake_path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    node->wake_wfd = open(node->wake_path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    if (node->wake_fd < 0 || node->wake_wfd < 0)
+        return -errno;
+    return 0;
+}
+
+int
+node_objects_wake_fd(node_t *node)
+{
+    return node->wake_fd;
+}
+
+static void
+s_destroy(struct node_obj *o)
+{
+    for (size_t i = 0; i < o->n_rings; i++) {
+        if (o->rings[i])
+            dmp__ring_shutdown(o->rings[i]);
+        dmp__ring_close(&o->rings[i]);
+        dmp__ring_unlink(o->names[i]);
+    }
+    dmp__free(o);
+}
+
+void
+node_objects_new(node_t *node, const dmp__msg_t *req, dmp__msg_t *rep)
+{
+    unsigned n = 0;
+    for (struct node_obj *o = node->objs; o; o = o->next)
+        n++;
+    if (n >= OBJECTS_MAX) {
+        dmp__msg_error(rep, req->id, -ENOSPC, "node '%s' owns %u objects "
+                       "already", node->cfg.name, n);
+        return;
+    }
+    struct node_obj *o = dmp__calloc(1, sizeof *o);
+    if (!o) {
+        dmp__msg_error(rep, req->id, -ENOMEM, "out of memory");
+        return;
+    }
+    o->id = ++node->next_obj;
+    o->type = req->u.obj_new.type;
+    o->n_rings = o->type == DMP__OBJ_PIPE && req->u.obj_new.duplex ? 2 : 1;
+    dmp__ring_opts_t opts = {
+        .capacity = req->u.obj_new.capacity,
+        .maxsize = o->type == DMP__OBJ_QUEUE ? req->u.obj_new.maxsize : 0,
+        .item_max = req->u.obj_new.item_max,
+    };
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < o->n_rings; i++) {
+        snprintf(o->names[i], sizeof o->names[i], "/dmp-%08llx-%llu-%zu",
+                 (unsigned long long)(node->incarnation & 0xffffffffu),
+                 (unsigned long long)o->id, i);
+        rc = dmp__ring_create(o->names[i], &opts, &o->rings[i]);
+    }
+    if (rc) {
+        warn_f("cannot create a %s: %s",
+               o->type == DMP__OBJ_QUEUE ? "queue" : "pipe", dmp_strerror(rc));
+        dmp__msg_error(rep, req->id, rc, "cannot create shared memory on "
+                       "node '%s': %s", node->cfg.name, dmp_strerror(rc));
+        s_destroy(o);
+        return;
+    }
+    o->next = node->objs;
+    node->objs = o;
+    debug_f("created %s %llu", o->type == DMP__OBJ_QUEUE ? "queue" : "pipe",
+            (unsigned long long)o->id);
+    rep->kind = DMP__MSG_OBJ_INFO;
+    rep->u.obj_info.id = o->id;
+    dmp__strlcpy(rep->u.obj_info.node, node->cfg.name, DMP__NAME_MAX);
+    rep->u.obj_info.n_rings = o->n_rings;
+    for (size_t i = 0; i < o->n_rings; i++)
+        dmp__strlcpy(rep->u.obj_info.rings[i], o->names[i],
+                     DMP__RING_NAME_MAX);
+}
+
+/* Answers a parked or immediate operation. */
+static void
+s_reply(const node_sub_t *to, uint64_t id, int rc, uint8_t *data, size_t len,
+        int64_t count)
+{
+    dmp__msg_t rep = {0};
+    if (rc) {
+        dmp__msg_error(&rep, id, rc, "%s", dmp_strerror(rc));
+    } else {
+        rep.id = id;
+        rep.version = DMP_PROTOCOL_VERSION;
+        rep.kind = DMP__MSG_RING_REPLY;
+        rep.u.ring_reply.data = data;
+        rep.u.ring_reply.len = len;
+        rep.u.ring_reply.count = count;
+    }
+    node_send_to(to, &rep); /* borrowed data: no msg_clear */
+}
+
+/* Tries op without waiting. Returns 1 when it must wait (and should be
+ * parked), else 0 after replying. */
+static int
+s_try(const node_sub_t *from, uint64_t req_id, struct node_obj *o,
+      uint32_t ring, uint32_t op, const uint8_t *data, size_t len,
+      bool may_wait)
+{
+    dmp__ring_t *r = o->rings[ring];
+    uint8_t *item = NULL;
+    size_t item_len = 0;
+    int64_t count = 0;
+    int rc;
+    switch (op) {
+    case DMP__RING_PUT:
+        rc = dmp__ring_put(r, data, len, 0);
+        if (rc == DMP_EFULL && may_wait)
+            return 1;
+        break;
+    case DMP__RING_GET:
+        rc = dmp__ring_get(r, &item, &item_len, 0);
+        if (rc == DMP_EEMPTY && may_wait)
+            return 1;
+        break;
+    case DMP__RING_COUNT:
+        count = dmp__ring_count(r);
+        rc = count < 0 ? (int)count : 0;
+        break;
+    case DMP__RING_TASK_DONE:
+        rc = dmp__ring_task_done(r);
+        break;
+    case DMP__RING_JOIN:
+        rc = dmp__ring_join(r, 0);
+        if (rc == -ETIMEDOUT && may_wait)
+            return 1;
+        break;
+    case DMP__RING_CLOSE_WRITER:
+        rc = dmp__ring_close_writer(r);
+        break;
+    case DMP__RING_HOLD_WRITER:
+        /* Held in our name for a process elsewhere, until it closes. */
+        rc = dmp__ring_hold_writer(r);
+        break;
+    default:
+        rc = -EINVAL;
+    }
+    s_reply(from, req_id, rc, item, item_len, count);
+    dmp__free(item);
+    return 0;
+}
+
+void
+node_objects_ring_op(node_t *node, const dmp__msg_t *req,
+                     const node_sub_t *from)
+{
+    struct node_obj *o = s_find(node, req->u.ring_op.obj);
+    uint32_t ring = req->u.ring_op.ring;
+    if (!o || ring >= o->n_rings) {
+        s_reply(from, req->id, -EBADF, NULL, 0, 0);
+        return;
+    }
+    double timeout = req->u.ring_op.timeout;
+    bool may_wait = timeout != 0 && !(timeout > 0 && timeout < 1e-9);
+    if (!s_try(from, req->id, o, ring, req->u.ring_op.op, req->u.ring_op.data,
+               req->u.ring_op.len, may_wait))
+        return;
+    unsigned n = 0;
+    for (struct node_park *p = node->parked; p; p = p->next)
+        n++;
+    struct node_park *p = n < PARKED_MAX ? dmp__calloc(1, sizeof *p) : NULL;
+    if (!p) {
+        s_reply(from, req->id, -ENOMEM, NULL, 0, 0);
+        return;
+    }
+    p->from = *from;
+    p->req_id = req->id;
+    p->obj = o;
+    p->ring = ring;
+    p->op = req->u.ring_op.op;
+    p->deadline = timeout < 0 ? INFINITY : dmp__now() + timeout;
+    if (req->u.ring_op.len) {
+        p->data = dmp__malloc(req->u.ring_op.len);
+        if (!p->data) {
+            dmp__free(p);
+            s_reply(from, req->id, -ENOMEM, NULL, 0, 0);
+            return;
+        }
+        memcpy(p->data, req->u.ring_op.data, req->u.ring_op.len);
+        p->len = req->u.ring_op.len;
+    }
+    /* Oldest first: append, so that waiters are served in order. */
+    struct node_park **tail = &node->parked;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = p;
+    if (o->parked[ring]++ == 0)
+        dmp__ring_set_notify(o->rings[ring], node->wake_path);
+}
+
+static void
+s_unpark(struct node_park **pp)
+{
+    struct node_park *p = *pp;
+    *pp = p->next;
+    if (--p->obj->parked[p->ring] == 0)
+        dmp__ring_set_notify(p->obj->rings[p->ring], "");
+    dmp__free(p->data);
+    dmp__free(p);
+}
+
+void
+node_objects_retry(node_t *node)
+{
+    char buf[512];
+    while (read(node->wake_fd, buf, sizeof buf) > 0)
+        ; /* drain: one pass below serves every wake-up so far */
+    double now = dmp__now();
+    for (struct node_park **pp = &node->parked; *pp;) {
+        struct node_park *p = *pp;
+        bool expired = now >= p->deadline;
+        if (!s_try(&p->from, p->req_id, p->obj, p->ring, p->op, p->data,
+                   p->len, !expired)) {
+            s_unpark(pp); /* answered: done, or Full/Empty/timeout */
+            continue;
+        }
+        pp = &p->next;
+    }
+}
+
+double
+node_objects_next_deadline(node_t *node)
+{
+    double next = INFINITY, now = dmp__now();
+    for (struct node_park *p = node->parked; p; p = p->next)
+        if (p->deadline < next)
+            next = p->deadline;
+    return isinf(next) ? 1.0 : (next > now ? next - now : 0);
+}
+
+void
+node_objects_release(node_t *node, const dmp__msg_t *req, dmp__msg_t *rep)
+{
+    for (struct node_obj **op = &node->objs; *op; op = &(*op)->next) {
+        struct node_obj *o = *op;
+        if (o->id != req->u.obj_release.id)
+            continue;
+        /* Parked operations on it fail: the object is gone. */
+        for (struct node_park **pp = &node->parked; *pp;) {
+            if ((*pp)->obj == o) {
+                s_reply(&(*pp)->from, (*pp)->req_id, -EBADF, NULL, 0, 0);
+                s_unpark(pp);
+            } else {
+                pp = &(*pp)->next;
+            }
+        }
+        *op = o->next;
+        s_destroy(o);
+        rep->kind = DMP__MSG_OK;
+        return;
+    }
+    dmp__msg_error(rep, req->id, -EBADF, "no object %llu on node '%s'",
+                   (unsigned long long)req->u.obj_release.id, node->cfg.name);
+}
+
+void
+node_objects_close(node_t *node)
+{
+    while (node->parked)
+        s_unpark(&node->parked);
+    while (node->objs) {
+        struct node_obj *o = node->objs;
+        node->objs = o->next;
+        s_destroy(o);
+    }
+    if (node->wake_fd >= 0)
+        close(node->wake_fd);
+    if (node->wake_wfd >= 0)
+        close(node->wake_wfd);
+    if (node->wake_path[0])
+        unlink(node->wake_path);
+}
