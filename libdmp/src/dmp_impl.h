@@ -129,7 +129,7 @@ typedef enum {
     DMP__RING_CLOSE_WRITER = 6, /* a pipe end closed: EOF for its reader */
     DMP__RING_HOLD_WRITER = 7,  /* a remote process holds a sending end */
 } dmp__ring_op_t;
-#define DMP__RING_NAME_MAX 64
+#define DMP__RING_NAME_MAX 128 /* "/dmp-NODE-INCARNATION-ID-RING" */
 #define DMP__OBJ_RINGS_MAX 2
 
 #define DMP__DIGEST_HEX 64

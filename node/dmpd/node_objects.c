@@ -14,7 +14,9 @@
 #define _GNU_SOURCE
 #include "node.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <math.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -54,9 +56,46 @@ s_find(node_t *node, uint64_t id)
     return NULL;
 }
 
+/* Removes segments a killed agent of this node left in /dev/shm: names
+ * start with "dmp-NODE-" and carry another incarnation. We hold the
+ * runtime lock, so no live agent of this name on this host owns them. */
+static void
+s_remove_stale(node_t *node)
+{
+    char prefix[DMP__NAME_MAX + 8], ours[DMP__NAME_MAX + 24];
+    snprintf(prefix, sizeof prefix, "dmp-%s-", node->cfg.name);
+    snprintf(ours, sizeof ours, "dmp-%s-%08llx-", node->cfg.name,
+             (unsigned long long)(node->incarnation & 0xffffffffu));
+    DIR *dir = opendir("/dev/shm");
+    if (!dir)
+        return;
+    struct dirent *de;
+    unsigned removed = 0;
+    while ((de = readdir(dir)) != NULL) {
+        if (strncmp(de->d_name, prefix, strlen(prefix)) != 0 ||
+            strncmp(de->d_name, ours, strlen(ours)) == 0)
+            continue;
+        /* The incarnation is 8 hex digits then '-': anything else is not
+         * a segment of ours (another node's name may extend ours). */
+        const char *inc = de->d_name + strlen(prefix);
+        size_t n = strspn(inc, "0123456789abcdef");
+        if (n != 8 || inc[8] != '-')
+            continue;
+        char name[300];
+        snprintf(name, sizeof name, "/%s", de->d_name);
+        if (shm_unlink(name) == 0)
+            removed++;
+    }
+    closedir(dir);
+    if (removed)
+        info_f("removed %u shared-memory segments left by a previous run",
+               removed);
+}
+
 int
 node_objects_open(node_t *node)
 {
+    s_remove_stale(node);
     node->wake_fd = node->wake_wfd = -1;
     snprintf(node->wake_path, sizeof node->wake_path, "%s/wake.fifo",
              node->cfg.runtime_dir);
@@ -116,7 +155,8 @@ node_objects_new(node_t *node, const dmp__msg_t *req, dmp__msg_t *rep)
     };
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < o->n_rings; i++) {
-        snprintf(o->names[i], sizeof o->names[i], "/dmp-%08llx-%llu-%zu",
+        snprintf(o->names[i], sizeof o->names[i], "/dmp-%s-%08llx-%llu-%zu",
+                 node->cfg.name,
                  (unsigned long long)(node->incarnation & 0xffffffffu),
                  (unsigned long long)o->id, i);
         rc = dmp__ring_create(o->names[i], &opts, &o->rings[i]);
