@@ -220,8 +220,15 @@ s_child_main(const char *mode)
         dmp_nodes_free(&nodes);
     printf("ready %d\n", rc == 0 ? (int)n : rc);
     fflush(stdout);
-    if (strcmp(mode, "exit") == 0)
-        return 0; /* no dmp_fini: the agent must notice anyway */
+    if (strcmp(mode, "exit") == 0) {
+        /* Wait for the test's go (EOF on stdin), so that it sees this
+         * process alive first; then return without dmp_fini: the agent
+         * must notice anyway. */
+        char c;
+        while (read(0, &c, 1) > 0)
+            ;
+        return 0;
+    }
     for (;;)
         pause();
 }
@@ -230,22 +237,27 @@ typedef struct {
     pid_t pid;
     int pidfd;
     int out; /* read end of the child's stdout */
+    int in;  /* write end of its stdin: closing it lets "exit" mode end */
 } s_child_t;
 
 static void
 s_spawn_child(const char *mode, s_child_t *child)
 {
-    int fds[2];
+    int fds[2], in[2];
     assert_int_equal(pipe2(fds, O_CLOEXEC), 0);
+    assert_int_equal(pipe2(in, O_CLOEXEC), 0);
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
     char *argv[] = {"/proc/self/exe", "--embedded-child", (char *)mode,
                     NULL};
     int err = posix_spawn(&child->pid, "/proc/self/exe", &fa, NULL, argv,
                           environ);
     posix_spawn_file_actions_destroy(&fa);
     close(fds[1]);
+    close(in[0]);
+    child->in = in[1];
     assert_int_equal(err, 0);
     child->pidfd = (int)syscall(SYS_pidfd_open, child->pid, 0);
     assert_true(child->pidfd >= 0);
@@ -279,6 +291,8 @@ static int
 s_child_reap(s_child_t *child)
 {
     int status = 0;
+    if (child->in >= 0)
+        close(child->in);
     waitpid(child->pid, &status, 0);
     close(child->pidfd);
     close(child->out);
@@ -318,8 +332,7 @@ s_child_dies_agent_follows(dmp_test_sandbox_t *sb, const char *mode,
                   (int)agent, gone ? "exited" : "still runs",
                   dmp_test_now() - t0);
     assert_true(gone);
-    /* it cleaned its socket and lock; only the empty directory, which
-     * the dead program would have removed, remains */
+    /* it cleaned up after itself: socket, lock, directory */
     char path[PATH_MAX + 16];
     snprintf(path, sizeof path, "%s/dmpd.sock", rundir);
     assert_int_not_equal(access(path, F_OK), 0);
