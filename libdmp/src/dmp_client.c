@@ -38,6 +38,9 @@ typedef struct s_pending {
     bool done;
     int rc;                     /* 0, or why no reply came */
     dmp__msg_t rep;             /* the reply, when rc == 0 */
+    dmp__reply_fn fn;           /* async: called on the I/O thread; the
+                                 * record is then heap-owned by the list */
+    void *arg;
 } s_pending_t;
 
 struct dmp_client {
@@ -69,23 +72,52 @@ s_is_event(dmp__msg_kind_t kind)
 }
 
 /* Completes pending request id (or all, when all is set). Caller holds
- * the lock. Takes the reply's contents when rep is given. */
+ * the lock. Takes the reply's contents when rep is given. Completed async
+ * records are unlinked and returned in *async_p, for the caller to run
+ * (s_run_async) once it dropped the lock. */
 static void
-s_complete(dmp_client_t *c, uint64_t id, bool all, int rc, dmp__msg_t *rep)
+s_complete(dmp_client_t *c, uint64_t id, bool all, int rc, dmp__msg_t *rep,
+           s_pending_t **async_p)
 {
-    for (s_pending_t *p = c->pending; p; p = p->next) {
-        if (p->done || (!all && p->id != id))
+    for (s_pending_t **pp = &c->pending; *pp;) {
+        s_pending_t *p = *pp;
+        if (p->done || (!all && p->id != id)) {
+            pp = &p->next;
             continue;
+        }
         p->done = true;
         p->rc = rc;
         if (rep) {
             p->rep = *rep;
             memset(rep, 0, sizeof *rep);
         }
+        if (p->fn) {
+            *pp = p->next;
+            p->next = *async_p;
+            *async_p = p;
+        } else {
+            pp = &p->next;
+        }
         if (!all)
             break;
     }
     pthread_cond_broadcast(&c->cond);
+}
+
+/* Runs completed async requests' callbacks (without the lock held). */
+static void
+s_run_async(s_pending_t *list)
+{
+    while (list) {
+        s_pending_t *p = list;
+        list = p->next;
+        int rc = p->rc;
+        if (rc == 0 && p->rep.kind == DMP__MSG_ERROR)
+            rc = p->rep.u.error.code;
+        p->fn(rc, rc == 0 ? &p->rep : NULL, p->arg);
+        dmp__msg_clear(&p->rep);
+        dmp__free(p);
+    }
 }
 
 static void
@@ -100,9 +132,11 @@ s_io_send_outbox(dmp_client_t *c)
         s_outbox_t *item = list;
         list = item->next;
         if (zmq_send(c->sock, item->buf, item->len, ZMQ_DONTWAIT) < 0) {
+            s_pending_t *async = NULL;
             pthread_mutex_lock(&c->lock);
-            s_complete(c, item->id, false, DMP_ENODE, NULL);
+            s_complete(c, item->id, false, DMP_ENODE, NULL, &async);
             pthread_mutex_unlock(&c->lock);
+            s_run_async(async);
         }
         dmp__free(item->buf);
         dmp__free(item);
@@ -137,9 +171,11 @@ s_io_recv(dmp_client_t *c)
             dmp__msg_clear(&msg);
             continue;
         }
+        s_pending_t *async = NULL;
         pthread_mutex_lock(&c->lock);
-        s_complete(c, msg.id, false, 0, &msg);
+        s_complete(c, msg.id, false, 0, &msg, &async);
         pthread_mutex_unlock(&c->lock);
+        s_run_async(async);
         dmp__msg_clear(&msg); /* a late reply nobody took */
     }
 }
@@ -163,10 +199,12 @@ s_io_monitor(dmp_client_t *c)
     if (!disconnected)
         return;
     dmp__log(DMP_LOG_WARN, "lost the connection to node '%s'", c->node);
+    s_pending_t *async = NULL;
     pthread_mutex_lock(&c->lock);
     c->lost = true;
-    s_complete(c, 0, true, DMP_ENODE, NULL);
+    s_complete(c, 0, true, DMP_ENODE, NULL, &async);
     pthread_mutex_unlock(&c->lock);
+    s_run_async(async);
     if (c->on_event)
         c->on_event(NULL, c->on_event_arg);
 }
@@ -219,6 +257,9 @@ dmp_client_destroy(dmp_client_t **client_p)
         }
         pthread_join(c->io, NULL);
     }
+    s_pending_t *async = NULL;
+    s_complete(c, 0, true, DMP_ENODE, NULL, &async);
+    s_run_async(async); /* their owners learn the client is gone */
     while (c->outbox) {
         s_outbox_t *item = c->outbox;
         c->outbox = item->next;
@@ -325,6 +366,52 @@ dmp__client_request(dmp_client_t *c, const char *node, dmp__msg_t *req,
     pthread_mutex_unlock(&c->lock);
     dmp__msg_clear(&pending.rep);
     return rc;
+}
+
+int
+dmp__client_send_async(dmp_client_t *c, const char *node, dmp__msg_t *req,
+                        dmp__reply_fn fn, void *arg)
+{
+    s_outbox_t *item = dmp__calloc(1, sizeof *item);
+    s_pending_t *p = dmp__calloc(1, sizeof *p);
+    if (!item || !p) {
+        dmp__free(item);
+        dmp__free(p);
+        return -ENOMEM;
+    }
+    pthread_mutex_lock(&c->lock);
+    uint64_t id = ++c->next_id;
+    pthread_mutex_unlock(&c->lock);
+    req->id = id;
+    req->version = DMP_PROTOCOL_VERSION;
+    dmp__strlcpy(req->node, node ? node : "", sizeof req->node);
+    int rc = dmp__wire_encode(req, &item->buf, &item->len);
+    if (rc) {
+        dmp__free(item);
+        dmp__free(p);
+        return rc;
+    }
+    item->id = p->id = id;
+    p->fn = fn;
+    p->arg = arg;
+    pthread_mutex_lock(&c->lock);
+    if (c->lost) {
+        pthread_mutex_unlock(&c->lock);
+        dmp__free(item->buf);
+        dmp__free(item);
+        dmp__free(p);
+        return DMP_ENODE;
+    }
+    *c->outbox_tail = item;
+    c->outbox_tail = &item->next;
+    p->next = c->pending;
+    c->pending = p;
+    pthread_mutex_unlock(&c->lock);
+    uint64_t one = 1;
+    if (write(c->wake_fd, &one, sizeof one) < 0) {
+        /* cannot fail but on overflow, and then the thread is awake */
+    }
+    return 0;
 }
 
 void

@@ -128,6 +128,7 @@ typedef enum {
     DMP__RING_JOIN = 5,
     DMP__RING_CLOSE_WRITER = 6, /* a pipe end closed: EOF for its reader */
     DMP__RING_HOLD_WRITER = 7,  /* a remote process holds a sending end */
+    DMP__RING_PUT_BATCH = 8,    /* many items: u32 length + bytes each */
 } dmp__ring_op_t;
 #define DMP__RING_NAME_MAX 128 /* "/dmp-NODE-INCARNATION-ID-RING" */
 #define DMP__OBJ_RINGS_MAX 2
@@ -394,6 +395,15 @@ uint32_t dmp__ring_seq(dmp__ring_t *ring);
  * every put and get writes one byte to it (non-blocking; a full FIFO is
  * fine), so the agent's poll loop wakes for parked remote requests. */
 int dmp__ring_set_notify(dmp__ring_t *ring, const char *fifo_path);
+
+/* Called on the client's I/O thread when an async request completes:
+ * rc 0 with the reply (borrowed for the call), or an error code. */
+typedef void (*dmp__reply_fn)(int rc, const dmp__msg_t *rep, void *arg);
+/* Sends req without waiting; fn runs once when its reply (or an error,
+ * DMP_ENODE when the connection is lost or the client destroyed) comes.
+ * fn may call dmp__client_send_async again. */
+int dmp__client_send_async(dmp_client_t *c, const char *node,
+                           dmp__msg_t *req, dmp__reply_fn fn, void *arg);
 
 /* ---- ZeroMQ helpers shared by the library, the agent and the CLI ----- */
 /* The ZAP domain every dmp CURVE server uses (never empty: see FAULTS). */

@@ -8,6 +8,15 @@
  * which does it on the same ring, so every item still goes to exactly one
  * getter. A blocked remote get waits at the owner, never by polling.
  *
+ * Remote puts to a queue without maxsize are pipelined, as Python's feeder
+ * thread does: put returns once the item is buffered; the buffer goes to
+ * the owner in one batch while no batch is in flight, so under load each
+ * round trip carries many items. An error of a batch (the owner gone)
+ * comes back from the next call on the handle; every other call first
+ * waits until what was put is at the owner, so a put followed by qsize or
+ * get on the same handle sees its items. Bounded queues put one item per
+ * round trip: Full needs the owner's answer.
+ *
  * A handle travels as a value: 'Q', the owner's name, the object id, the
  * ring's name and maxsize. The process that created a queue removes it on
  * dmp_queue_destroy, or at dmp_fini if it did not.
@@ -29,10 +38,39 @@ struct dmp_queue {
     dmp__ring_t *ring;         /* mapped when the owner is on this host */
     bool owner;                /* we created it: destroy removes it */
     bool closed;               /* close(): no more puts from us */
+    pthread_mutex_t mx;        /* guards the pipelined puts below */
+    pthread_cond_t cv;         /* a batch completed */
+    uint8_t *batch;            /* items waiting to go: u32 len + bytes */
+    size_t batch_len, batch_cap;
+    bool inflight;             /* a batch is at the owner */
+    int async_error;           /* first failure of a batch, reported once */
 };
+
+/* A batch fills at most this much of a frame. */
+#define BATCH_MAX (DMP__WIRE_MAX / 2)
 
 static pthread_mutex_t s_lock = PTHREAD_MUTEX_INITIALIZER;
 static dmp_queue_t *s_owned;
+
+static dmp_queue_t *
+s_alloc(void)
+{
+    dmp_queue_t *q = dmp__calloc(1, sizeof *q);
+    if (q) {
+        pthread_mutex_init(&q->mx, NULL);
+        pthread_cond_init(&q->cv, NULL);
+    }
+    return q;
+}
+
+static void
+s_free(dmp_queue_t *q)
+{
+    pthread_cond_destroy(&q->cv);
+    pthread_mutex_destroy(&q->mx);
+    dmp__free(q->batch);
+    dmp__free(q);
+}
 
 /* ---- handles ---------------------------------------------------------- */
 
@@ -100,6 +138,104 @@ s_attach(dmp_queue_t *q)
 
 /* ---- remote operations ------------------------------------------------- */
 
+static void s_batch_done(int rc, const dmp__msg_t *rep, void *arg);
+
+static const char *
+s_route(const dmp_queue_t *q, dmp_client_t *c)
+{
+    return strcmp(q->node, dmp_client_node(c)) == 0 ? NULL : q->node;
+}
+
+/* Sends the buffered items as one batch. Caller holds q->mx. */
+static void
+s_send_batch_locked(dmp_queue_t *q)
+{
+    dmp_client_t *c = dmp_default_client();
+    dmp__msg_t req = {.kind = DMP__MSG_RING_OP};
+    req.u.ring_op.obj = q->id;
+    req.u.ring_op.op = DMP__RING_PUT_BATCH;
+    req.u.ring_op.data = q->batch;
+    req.u.ring_op.len = q->batch_len;
+    req.u.ring_op.timeout = -1; /* wait at the owner for room */
+    int rc = c ? dmp__client_send_async(c, s_route(q, c), &req, s_batch_done,
+                                        q)
+               : -EBADF;
+    q->batch_len = 0; /* encoded by now: the buffer can fill again */
+    if (rc) {
+        if (!q->async_error)
+            q->async_error = rc;
+        return;
+    }
+    q->inflight = true;
+}
+
+/* On the client's I/O thread: a batch is at the owner (or failed). */
+static void
+s_batch_done(int rc, const dmp__msg_t *rep, void *arg)
+{
+    (void)rep;
+    dmp_queue_t *q = arg;
+    pthread_mutex_lock(&q->mx);
+    q->inflight = false;
+    if (rc && !q->async_error)
+        q->async_error = rc;
+    if (q->batch_len)
+        s_send_batch_locked(q);
+    pthread_cond_broadcast(&q->cv);
+    pthread_mutex_unlock(&q->mx);
+}
+
+/* Buffers one item for the owner; sends at once when nothing is in
+ * flight. Waits while the buffer is full (memory stays bounded). */
+static int
+s_put_pipelined(dmp_queue_t *q, const void *data, size_t len)
+{
+    if (len + 4 > BATCH_MAX)
+        return -EMSGSIZE; /* across hosts an item is one frame */
+    pthread_mutex_lock(&q->mx);
+    while (q->inflight && q->batch_len + 4 + len > BATCH_MAX &&
+           !q->async_error)
+        pthread_cond_wait(&q->cv, &q->mx);
+    int rc = q->async_error;
+    q->async_error = 0;
+    if (rc == 0 && q->batch_len + 4 + len > q->batch_cap) {
+        size_t cap = q->batch_cap ? q->batch_cap : 4096;
+        while (cap < q->batch_len + 4 + len)
+            cap *= 2;
+        uint8_t *grown = dmp__realloc(q->batch, cap);
+        if (!grown)
+            rc = -ENOMEM;
+        else {
+            q->batch = grown;
+            q->batch_cap = cap;
+        }
+    }
+    if (rc == 0) {
+        uint8_t *p = q->batch + q->batch_len;
+        for (int i = 0; i < 4; i++)
+            p[i] = (uint8_t)(len >> (8 * i));
+        memcpy(p + 4, data, len);
+        q->batch_len += 4 + len;
+        if (!q->inflight)
+            s_send_batch_locked(q);
+    }
+    pthread_mutex_unlock(&q->mx);
+    return rc;
+}
+
+/* Waits until every pipelined put reached the owner; its error, if any. */
+static int
+s_flush(dmp_queue_t *q)
+{
+    pthread_mutex_lock(&q->mx);
+    while (q->inflight)
+        pthread_cond_wait(&q->cv, &q->mx);
+    int rc = q->async_error;
+    q->async_error = 0;
+    pthread_mutex_unlock(&q->mx);
+    return rc;
+}
+
 /* One RingOp at the owner. timeout: the operation's; the request waits
  * that long plus a margin for the network. */
 static int
@@ -111,6 +247,9 @@ s_remote(dmp_queue_t *q, uint32_t op, const void *data, size_t len,
         return -EBADF;
     if (len > DMP__WIRE_MAX - 4096)
         return -EMSGSIZE; /* across hosts an item is one frame */
+    int rc = s_flush(q);
+    if (rc)
+        return rc;
     dmp__msg_t req = {.kind = DMP__MSG_RING_OP}, rep;
     req.u.ring_op.obj = q->id;
     req.u.ring_op.op = op;
@@ -119,10 +258,8 @@ s_remote(dmp_queue_t *q, uint32_t op, const void *data, size_t len,
     bool forever = isinf(timeout) || timeout > 86400.0 * 24;
     req.u.ring_op.timeout = forever ? -1 : (timeout > 0 ? timeout : 0);
     double wait = forever ? 86400.0 * 365 : req.u.ring_op.timeout + 10.0;
-    const char *node = strcmp(q->node, dmp_client_node(c)) == 0 ? NULL
-                                                                 : q->node;
-    int rc = dmp__client_request(c, node, &req, &rep, DMP__MSG_RING_REPLY,
-                                 wait);
+    rc = dmp__client_request(c, s_route(q, c), &req, &rep,
+                             DMP__MSG_RING_REPLY, wait);
     if (rc)
         return rc;
     if (count)
@@ -147,7 +284,7 @@ dmp_queue_new(const dmp_queue_opts_t *opts, dmp_queue_t **q_p)
     int rc = dmp__init_lazy();
     if (rc)
         return rc;
-    dmp_queue_t *q = dmp__calloc(1, sizeof *q);
+    dmp_queue_t *q = s_alloc();
     if (!q)
         return -ENOMEM;
     dmp__msg_t req = {.kind = DMP__MSG_OBJ_NEW}, rep;
@@ -158,7 +295,7 @@ dmp_queue_new(const dmp_queue_opts_t *opts, dmp_queue_t **q_p)
     rc = dmp__client_request(dmp_default_client(), NULL, &req, &rep,
                              DMP__MSG_OBJ_INFO, 0);
     if (rc) {
-        dmp__free(q);
+        s_free(q);
         return rc;
     }
     dmp__strlcpy(q->node, rep.u.obj_info.node, sizeof q->node);
@@ -184,6 +321,8 @@ dmp_queue_put_bytes(dmp_queue_t *q, const void *data, size_t len,
         return -EBADF;
     if (q->ring)
         return dmp__ring_put(q->ring, data, len, timeout);
+    if (q->maxsize <= 0)
+        return s_put_pipelined(q, data, len);
     return s_remote(q, DMP__RING_PUT, data, len, timeout, NULL, NULL, NULL);
 }
 
@@ -269,7 +408,7 @@ int
 dmp_queue_close(dmp_queue_t *q)
 {
     q->closed = true;
-    return 0;
+    return q->ring ? 0 : s_flush(q);
 }
 
 /* Tells the owner to remove the queue. */
@@ -293,6 +432,7 @@ dmp_queue_destroy(dmp_queue_t **q_p)
     if (!q_p || !*q_p)
         return;
     dmp_queue_t *q = *q_p;
+    s_flush(q); /* what was put reaches the owner before we go */
     if (q->owner) {
         pthread_mutex_lock(&s_lock);
         for (dmp_queue_t **pp = &s_owned; *pp; pp = &(*pp)->next)
@@ -304,7 +444,7 @@ dmp_queue_destroy(dmp_queue_t **q_p)
         s_release(q);
     }
     dmp__ring_close(&q->ring);
-    dmp__free(q);
+    s_free(q);
     *q_p = NULL;
 }
 
@@ -326,11 +466,11 @@ dmp_queue_from_value(const dmp_value_t *v, dmp_queue_t **q_p)
     int rc = dmp__init_lazy();
     if (rc)
         return rc;
-    dmp_queue_t *q = dmp__calloc(1, sizeof *q);
+    dmp_queue_t *q = s_alloc();
     if (!q)
         return -ENOMEM;
     if ((rc = s_decode_handle(data, len, q)) != 0) {
-        dmp__free(q);
+        s_free(q);
         return rc;
     }
     s_attach(q);

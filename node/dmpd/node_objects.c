@@ -44,6 +44,7 @@ struct node_park {
     uint32_t op;
     uint8_t *data;   /* put: the item, owned */
     size_t len;
+    size_t done;     /* put batch: bytes of data already put */
     double deadline; /* monotonic; INFINITY: none */
 };
 
@@ -201,12 +202,34 @@ s_reply(const node_sub_t *to, uint64_t id, int rc, uint8_t *data, size_t len,
     node_send_to(to, &rep); /* borrowed data: no msg_clear */
 }
 
+/* Puts the items of a batch from *done on: 0 when all are in (or an item
+ * is malformed: -EINVAL), DMP_EFULL when the ring is full (*done says how
+ * far it got). Records: u32 length (little-endian), then the bytes. */
+static int
+s_put_batch(dmp__ring_t *r, const uint8_t *data, size_t len, size_t *done)
+{
+    while (*done < len) {
+        if (len - *done < 4)
+            return -EINVAL;
+        const uint8_t *p = data + *done;
+        uint32_t n = (uint32_t)p[0] | (uint32_t)p[1] << 8 |
+                     (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+        if (n > len - *done - 4)
+            return -EINVAL;
+        int rc = dmp__ring_put(r, p + 4, n, 0);
+        if (rc)
+            return rc;
+        *done += 4 + (size_t)n;
+    }
+    return 0;
+}
+
 /* Tries op without waiting. Returns 1 when it must wait (and should be
- * parked), else 0 after replying. */
+ * parked), else 0 after replying. `done`: progress of a put batch. */
 static int
 s_try(const node_sub_t *from, uint64_t req_id, struct node_obj *o,
       uint32_t ring, uint32_t op, const uint8_t *data, size_t len,
-      bool may_wait)
+      bool may_wait, size_t *done)
 {
     dmp__ring_t *r = o->rings[ring];
     uint8_t *item = NULL;
@@ -216,6 +239,11 @@ s_try(const node_sub_t *from, uint64_t req_id, struct node_obj *o,
     switch (op) {
     case DMP__RING_PUT:
         rc = dmp__ring_put(r, data, len, 0);
+        if (rc == DMP_EFULL && may_wait)
+            return 1;
+        break;
+    case DMP__RING_PUT_BATCH:
+        rc = s_put_batch(r, data, len, done);
         if (rc == DMP_EFULL && may_wait)
             return 1;
         break;
@@ -263,8 +291,9 @@ node_objects_ring_op(node_t *node, const dmp__msg_t *req,
     }
     double timeout = req->u.ring_op.timeout;
     bool may_wait = timeout != 0 && !(timeout > 0 && timeout < 1e-9);
+    size_t done = 0;
     if (!s_try(from, req->id, o, ring, req->u.ring_op.op, req->u.ring_op.data,
-               req->u.ring_op.len, may_wait))
+               req->u.ring_op.len, may_wait, &done))
         return;
     unsigned n = 0;
     for (struct node_park *p = node->parked; p; p = p->next)
@@ -280,6 +309,7 @@ node_objects_ring_op(node_t *node, const dmp__msg_t *req,
     p->ring = ring;
     p->op = req->u.ring_op.op;
     p->deadline = timeout < 0 ? INFINITY : dmp__now() + timeout;
+    p->done = done;
     if (req->u.ring_op.len) {
         p->data = dmp__malloc(req->u.ring_op.len);
         if (!p->data) {
@@ -321,7 +351,7 @@ node_objects_retry(node_t *node)
         struct node_park *p = *pp;
         bool expired = now >= p->deadline;
         if (!s_try(&p->from, p->req_id, p->obj, p->ring, p->op, p->data,
-                   p->len, !expired)) {
+                   p->len, !expired, &p->done)) {
             s_unpark(pp); /* answered: done, or Full/Empty/timeout */
             continue;
         }
