@@ -324,6 +324,34 @@ dmp_value_t *dmp__handle_value(const void *data, size_t len);
 /* The payload of a handle value; NULL if v is not a handle. Borrowed. */
 const void *dmp__handle_data(const dmp_value_t *v, size_t *len_p);
 
+/* ---- Objects owned by a node: queues, pipes (dmp_object.c) ---------- */
+/* The node to address requests about owner's objects to: NULL when it is
+ * our own agent, else owner (our agent forwards). */
+const char *dmp__obj_route(const char *owner);
+/* True when owner is this host's agent: its rings can be mapped here. */
+bool dmp__obj_is_local(const char *owner);
+/* Asks our agent for a new object (params: an ObjNew message body). */
+int dmp__obj_new(const dmp__msg_t *params, char owner[DMP__NAME_MAX],
+                 uint64_t *id, char rings[][DMP__RING_NAME_MAX],
+                 size_t *n_rings);
+/* A RingOp at the owner: waits up to timeout there (DMP_FOREVER: no
+ * limit). out_p/count may be NULL; *out_p is the caller's (dmp__free). */
+int dmp__obj_ring_op(const char *owner, uint64_t id, uint32_t ring,
+                     uint32_t op, const void *data, size_t len,
+                     double timeout, uint8_t **out_p, size_t *out_len,
+                     int64_t *count);
+/* Removes the object at its owner (best effort: it may be gone). */
+void dmp__obj_release(const char *owner, uint64_t id);
+/* Handle header: type letter, owner, id. put returns bytes written, get
+ * bytes read; negative on error. Ring names follow as length + name. */
+int dmp__obj_handle_put(uint8_t *buf, size_t size, char type,
+                        const char *owner, uint64_t id);
+int dmp__obj_handle_get(const uint8_t *buf, size_t len, char type,
+                        char owner[DMP__NAME_MAX], uint64_t *id);
+int dmp__obj_ring_name_put(uint8_t *p, size_t room, const char *name);
+int dmp__obj_ring_name_get(const uint8_t *p, size_t room,
+                           char name[DMP__RING_NAME_MAX]);
+
 /* ---- Shared-memory ring (dmp_ring.c) --------------------------------- */
 /*
  * The same-host data plane of Queue, JoinableQueue, SimpleQueue and Pipe:

@@ -66,134 +66,61 @@ s_n_rings(const dmp_conn_t *c)
 static int
 s_encode_handle(const dmp_conn_t *c, uint8_t *buf, size_t size)
 {
-    size_t nl = strlen(c->node), need = 1 + 1 + nl + 8 + 2;
-    for (size_t i = 0; i < s_n_rings(c); i++)
-        need += 1 + strlen(c->names[i]);
-    if (need > size)
+    int n = dmp__obj_handle_put(buf, size, 'P', c->node, c->id);
+    if (n < 0 || (size_t)n + 2 > size)
         return -ENAMETOOLONG;
-    uint8_t *p = buf;
-    *p++ = 'P';
-    *p++ = (uint8_t)nl;
-    memcpy(p, c->node, nl);
-    p += nl;
-    for (int i = 0; i < 8; i++)
-        *p++ = (uint8_t)(c->id >> (8 * i));
-    *p++ = c->end;
-    *p++ = c->duplex;
+    buf[n++] = c->end;
+    buf[n++] = c->duplex;
     for (size_t i = 0; i < s_n_rings(c); i++) {
-        size_t rl = strlen(c->names[i]);
-        *p++ = (uint8_t)rl;
-        memcpy(p, c->names[i], rl);
-        p += rl;
+        int m = dmp__obj_ring_name_put(buf + n, size - (size_t)n, c->names[i]);
+        if (m < 0)
+            return m;
+        n += m;
     }
-    return (int)need;
+    return n;
 }
 
 static int
-s_decode_handle(const uint8_t *p, size_t len, dmp_conn_t *c)
+s_decode_handle(const uint8_t *buf, size_t len, dmp_conn_t *c)
 {
-    const uint8_t *end = p + len;
-    if (len < 2 || *p++ != 'P')
+    int n = dmp__obj_handle_get(buf, len, 'P', c->node, &c->id);
+    if (n < 0 || (size_t)n + 2 > len)
         return -EINVAL;
-    size_t nl = *p++;
-    if (nl == 0 || nl >= DMP__NAME_MAX || (size_t)(end - p) < nl + 10)
-        return -EINVAL;
-    memcpy(c->node, p, nl);
-    c->node[nl] = '\0';
-    p += nl;
-    for (int i = 0; i < 8; i++)
-        c->id |= (uint64_t)*p++ << (8 * i);
-    c->end = *p++;
-    c->duplex = *p++ != 0;
-    if (c->end > 1 || !dmp__name_valid(c->node))
+    c->end = buf[n++];
+    c->duplex = buf[n++] != 0;
+    if (c->end > 1)
         return -EINVAL;
     for (size_t i = 0; i < s_n_rings(c); i++) {
-        if (p >= end)
-            return -EINVAL;
-        size_t rl = *p++;
-        if (rl == 0 || rl >= DMP__RING_NAME_MAX || (size_t)(end - p) < rl)
-            return -EINVAL;
-        memcpy(c->names[i], p, rl);
-        c->names[i][rl] = '\0';
-        p += rl;
-        if (strncmp(c->names[i], "/dmp-", 5) != 0 ||
-            !dmp__name_valid(c->names[i] + 1))
-            return -EINVAL;
+        int m = dmp__obj_ring_name_get(buf + n, len - (size_t)n, c->names[i]);
+        if (m < 0)
+            return m;
+        n += m;
     }
-    return p == end ? 0 : -EINVAL;
+    return (size_t)n == len ? 0 : -EINVAL;
 }
 
-static int s_remote(dmp_conn_t *c, int ring, uint32_t op, const void *data,
-                    size_t len, double timeout, uint8_t **out_p,
-                    size_t *out_len);
-
-static bool
-s_owner_is_local(const dmp_conn_t *c)
-{
-    dmp_client_t *cl = dmp_default_client();
-    return cl && dmp__client_is_local(cl) &&
-           strcmp(c->node, dmp_client_node(cl)) == 0;
-}
-
-/* Maps the rings (owner on this host) and holds the send ring. */
+/* Maps the rings (owner on this host) and holds the send ring; through
+ * the owner otherwise, which then holds the sending end in our name. */
 static int
 s_attach(dmp_conn_t *c)
 {
-    if (!s_owner_is_local(c)) {
-        /* Through the owner, which holds the sending end in our name. */
-        int send = s_send_ring(c);
-        return send >= 0 ? s_remote(c, send, DMP__RING_HOLD_WRITER, NULL, 0,
-                                    0, NULL, NULL)
+    int send = s_send_ring(c);
+    if (!dmp__obj_is_local(c->node))
+        return send >= 0 ? dmp__obj_ring_op(c->node, c->id, (uint32_t)send,
+                                            DMP__RING_HOLD_WRITER, NULL, 0, 0,
+                                            NULL, NULL, NULL)
                          : 0;
-    }
     for (size_t i = 0; i < s_n_rings(c); i++) {
         int rc = dmp__ring_open(c->names[i], &c->rings[i]);
         if (rc)
             return rc;
     }
-    int send = s_send_ring(c);
     return send >= 0 ? dmp__ring_hold_writer(c->rings[send]) : 0;
-}
-
-static int
-s_remote(dmp_conn_t *c, int ring, uint32_t op, const void *data, size_t len,
-         double timeout, uint8_t **out_p, size_t *out_len)
-{
-    dmp_client_t *cl = dmp_default_client();
-    if (!cl)
-        return -EBADF;
-    if (len > DMP__WIRE_MAX - 4096)
-        return -EMSGSIZE;
-    dmp__msg_t req = {.kind = DMP__MSG_RING_OP}, rep;
-    req.u.ring_op.obj = c->id;
-    req.u.ring_op.ring = (uint32_t)ring;
-    req.u.ring_op.op = op;
-    req.u.ring_op.data = (uint8_t *)data;
-    req.u.ring_op.len = len;
-    bool forever = isinf(timeout) || timeout > 86400.0 * 24;
-    req.u.ring_op.timeout = forever ? -1 : (timeout > 0 ? timeout : 0);
-    double wait = forever ? 86400.0 * 365 : req.u.ring_op.timeout + 10.0;
-    const char *node = strcmp(c->node, dmp_client_node(cl)) == 0 ? NULL
-                                                                  : c->node;
-    int rc = dmp__client_request(cl, node, &req, &rep, DMP__MSG_RING_REPLY,
-                                 wait);
-    if (rc)
-        return rc;
-    if (out_p) {
-        *out_p = rep.u.ring_reply.data;
-        *out_len = rep.u.ring_reply.len;
-        rep.u.ring_reply.data = NULL;
-    }
-    dmp__msg_clear(&rep);
-    return 0;
 }
 
 int
 dmp_pipe(int duplex, dmp_conn_t **a_p, dmp_conn_t **b_p)
 {
-    int rc = dmp__init_lazy();
-    if (rc)
-        return rc;
     dmp_conn_t *a = dmp__calloc(1, sizeof *a);
     dmp_conn_t *b = dmp__calloc(1, sizeof *b);
     if (!a || !b) {
@@ -201,29 +128,22 @@ dmp_pipe(int duplex, dmp_conn_t **a_p, dmp_conn_t **b_p)
         dmp__free(b);
         return -ENOMEM;
     }
-    dmp__msg_t req = {.kind = DMP__MSG_OBJ_NEW}, rep;
-    req.u.obj_new.type = DMP__OBJ_PIPE;
-    req.u.obj_new.duplex = duplex != 0;
-    req.u.obj_new.capacity = 1u << 20;
-    rc = dmp__client_request(dmp_default_client(), NULL, &req, &rep,
-                             DMP__MSG_OBJ_INFO, 0);
+    dmp__msg_t params = {0};
+    params.u.obj_new.type = DMP__OBJ_PIPE;
+    params.u.obj_new.duplex = duplex != 0;
+    params.u.obj_new.capacity = 1u << 20;
+    size_t n_rings;
+    int rc = dmp__obj_new(&params, a->node, &a->id, a->names, &n_rings);
     if (rc) {
         dmp__free(a);
         dmp__free(b);
         return rc;
     }
-    for (int e = 0; e < 2; e++) {
-        dmp_conn_t *c = e ? b : a;
-        dmp__strlcpy(c->node, rep.u.obj_info.node, sizeof c->node);
-        c->id = rep.u.obj_info.id;
-        c->end = (uint8_t)e;
-        c->duplex = duplex != 0;
-        c->owner = true;
-        for (size_t i = 0; i < rep.u.obj_info.n_rings; i++)
-            dmp__strlcpy(c->names[i], rep.u.obj_info.rings[i],
-                         DMP__RING_NAME_MAX);
-    }
-    dmp__msg_clear(&rep);
+    *b = *a;
+    a->end = 0;
+    b->end = 1;
+    a->duplex = b->duplex = duplex != 0;
+    a->owner = b->owner = true;
     a->peer = b;
     b->peer = a;
     if ((rc = s_attach(a)) != 0 || (rc = s_attach(b)) != 0) {
@@ -253,8 +173,8 @@ dmp_conn_send_bytes(dmp_conn_t *c, const void *buf, size_t offset,
     const uint8_t *data = (const uint8_t *)buf + offset;
     if (c->rings[ring])
         return dmp__ring_put(c->rings[ring], data, size, DMP_FOREVER);
-    return s_remote(c, ring, DMP__RING_PUT, data, size, DMP_FOREVER, NULL,
-                    NULL);
+    return dmp__obj_ring_op(c->node, c->id, (uint32_t)ring, DMP__RING_PUT, data,
+                            size, DMP_FOREVER, NULL, NULL, NULL);
 }
 
 int
@@ -268,8 +188,9 @@ dmp_conn_recv_bytes(dmp_conn_t *c, void **data_p, size_t *len_p)
     int rc = c->rings[ring]
                  ? dmp__ring_get(c->rings[ring], (uint8_t **)data_p, len_p,
                                  DMP_FOREVER)
-                 : s_remote(c, ring, DMP__RING_GET, NULL, 0, DMP_FOREVER,
-                            (uint8_t **)data_p, len_p);
+                 : dmp__obj_ring_op(c->node, c->id, (uint32_t)ring,
+                                    DMP__RING_GET, NULL, 0, DMP_FOREVER,
+                                    (uint8_t **)data_p, len_p, NULL);
     return rc == -EBADF ? DMP_EEOF : rc;
 }
 
@@ -308,28 +229,20 @@ dmp_conn_poll(dmp_conn_t *c, double timeout)
     if (ring < 0)
         return -EINVAL;
     if (!c->rings[ring]) {
-        /* Remote: ask the owner how many items wait (no waiting there). */
-        dmp_client_t *cl = dmp_default_client();
-        if (!cl)
-            return -EBADF;
+        /* Remote: ask the owner how many items wait, again every 20 ms
+         * until timeout (a remote poll cannot sleep on the futex). */
         double deadline = dmp__now() + (timeout > 0 ? timeout : 0);
         for (;;) {
-            dmp__msg_t req = {.kind = DMP__MSG_RING_OP}, rep;
-            req.u.ring_op.obj = c->id;
-            req.u.ring_op.ring = (uint32_t)ring;
-            req.u.ring_op.op = DMP__RING_COUNT;
-            const char *node =
-                strcmp(c->node, dmp_client_node(cl)) == 0 ? NULL : c->node;
-            int rc = dmp__client_request(cl, node, &req, &rep,
-                                         DMP__MSG_RING_REPLY, 10.0);
+            int64_t n = 0;
+            int rc = dmp__obj_ring_op(c->node, c->id, (uint32_t)ring,
+                                      DMP__RING_COUNT, NULL, 0, 0, NULL, NULL,
+                                      &n);
             if (rc)
                 return rc;
-            int64_t n = rep.u.ring_reply.count;
-            dmp__msg_clear(&rep);
             if (n != 0 || dmp__now() >= deadline)
                 return n != 0;
             struct timespec ts = {0, 20 * 1000 * 1000};
-            nanosleep(&ts, NULL); /* remote poll: a bounded re-ask */
+            nanosleep(&ts, NULL);
         }
     }
     return dmp__ring_poll(c->rings[ring], timeout);
@@ -346,21 +259,9 @@ dmp_conn_close(dmp_conn_t *c)
         return 0;
     if (c->rings[ring])
         return dmp__ring_close_writer(c->rings[ring]);
-    return s_remote(c, ring, DMP__RING_CLOSE_WRITER, NULL, 0, 0, NULL, NULL);
-}
-
-static void
-s_release(dmp_conn_t *c)
-{
-    dmp_client_t *cl = dmp_default_client();
-    if (!cl)
-        return;
-    dmp__msg_t req = {.kind = DMP__MSG_OBJ_RELEASE}, rep;
-    req.u.obj_release.id = c->id;
-    const char *node = strcmp(c->node, dmp_client_node(cl)) == 0 ? NULL
-                                                                  : c->node;
-    if (dmp__client_request(cl, node, &req, &rep, DMP__MSG_OK, 5.0) == 0)
-        dmp__msg_clear(&rep);
+    return dmp__obj_ring_op(c->node, c->id, (uint32_t)ring,
+                            DMP__RING_CLOSE_WRITER, NULL, 0, 0, NULL, NULL,
+                            NULL);
 }
 
 void
@@ -384,7 +285,7 @@ dmp_conn_destroy(dmp_conn_t **c_p)
         }
         pthread_mutex_unlock(&s_lock);
         if (last)
-            s_release(c);
+            dmp__obj_release(c->node, c->id);
     }
     for (size_t i = 0; i < DMP__OBJ_RINGS_MAX; i++)
         dmp__ring_close(&c->rings[i]);

@@ -77,53 +77,32 @@ s_free(dmp_queue_t *q)
 static int
 s_encode_handle(const dmp_queue_t *q, uint8_t *buf, size_t size)
 {
-    size_t nl = strlen(q->node), rl = strlen(q->ring_name);
-    size_t len = 1 + 1 + nl + 8 + 1 + rl + 8;
-    if (len > size)
+    int n = dmp__obj_handle_put(buf, size, 'Q', q->node, q->id);
+    if (n < 0)
+        return n;
+    int m = dmp__obj_ring_name_put(buf + n, size - (size_t)n, q->ring_name);
+    if (m < 0 || (size_t)(n + m) + 8 > size)
         return -ENAMETOOLONG;
-    uint8_t *p = buf;
-    *p++ = 'Q';
-    *p++ = (uint8_t)nl;
-    memcpy(p, q->node, nl);
-    p += nl;
+    uint8_t *p = buf + n + m;
     for (int i = 0; i < 8; i++)
-        *p++ = (uint8_t)(q->id >> (8 * i));
-    *p++ = (uint8_t)rl;
-    memcpy(p, q->ring_name, rl);
-    p += rl;
-    for (int i = 0; i < 8; i++)
-        *p++ = (uint8_t)((uint64_t)q->maxsize >> (8 * i));
-    return (int)len;
+        p[i] = (uint8_t)((uint64_t)q->maxsize >> (8 * i));
+    return n + m + 8;
 }
 
 static int
-s_decode_handle(const uint8_t *p, size_t len, dmp_queue_t *q)
+s_decode_handle(const uint8_t *buf, size_t len, dmp_queue_t *q)
 {
-    const uint8_t *end = p + len;
-    if (len < 2 || *p++ != 'Q')
+    int n = dmp__obj_handle_get(buf, len, 'Q', q->node, &q->id);
+    if (n < 0)
+        return n;
+    int m = dmp__obj_ring_name_get(buf + n, len - (size_t)n, q->ring_name);
+    if (m < 0 || (size_t)(n + m) + 8 != len)
         return -EINVAL;
-    size_t nl = *p++;
-    if (nl == 0 || nl >= DMP__NAME_MAX || (size_t)(end - p) < nl + 9)
-        return -EINVAL;
-    memcpy(q->node, p, nl);
-    q->node[nl] = '\0';
-    p += nl;
-    q->id = 0;
+    const uint8_t *p = buf + n + m;
+    uint64_t maxsize = 0;
     for (int i = 0; i < 8; i++)
-        q->id |= (uint64_t)*p++ << (8 * i);
-    size_t rl = *p++;
-    if (rl == 0 || rl >= DMP__RING_NAME_MAX || (size_t)(end - p) != rl + 8)
-        return -EINVAL;
-    memcpy(q->ring_name, p, rl);
-    q->ring_name[rl] = '\0';
-    p += rl;
-    uint64_t m = 0;
-    for (int i = 0; i < 8; i++)
-        m |= (uint64_t)*p++ << (8 * i);
-    q->maxsize = (int64_t)m;
-    if (!dmp__name_valid(q->node) || strncmp(q->ring_name, "/dmp-", 5) != 0 ||
-        !dmp__name_valid(q->ring_name + 1))
-        return -EINVAL;
+        maxsize |= (uint64_t)p[i] << (8 * i);
+    q->maxsize = (int64_t)maxsize;
     return 0;
 }
 
@@ -131,20 +110,13 @@ s_decode_handle(const uint8_t *p, size_t len, dmp_queue_t *q)
 static void
 s_attach(dmp_queue_t *q)
 {
-    dmp_client_t *c = dmp_default_client();
-    if (c && dmp__client_is_local(c) && strcmp(q->node, dmp_client_node(c)) == 0)
+    if (dmp__obj_is_local(q->node))
         dmp__ring_open(q->ring_name, &q->ring); /* else: through the owner */
 }
 
 /* ---- remote operations ------------------------------------------------- */
 
 static void s_batch_done(int rc, const dmp__msg_t *rep, void *arg);
-
-static const char *
-s_route(const dmp_queue_t *q, dmp_client_t *c)
-{
-    return strcmp(q->node, dmp_client_node(c)) == 0 ? NULL : q->node;
-}
 
 /* Sends the buffered items as one batch. Caller holds q->mx. */
 static void
@@ -157,8 +129,8 @@ s_send_batch_locked(dmp_queue_t *q)
     req.u.ring_op.data = q->batch;
     req.u.ring_op.len = q->batch_len;
     req.u.ring_op.timeout = -1; /* wait at the owner for room */
-    int rc = c ? dmp__client_send_async(c, s_route(q, c), &req, s_batch_done,
-                                        q)
+    int rc = c ? dmp__client_send_async(c, dmp__obj_route(q->node), &req,
+                                        s_batch_done, q)
                : -EBADF;
     q->batch_len = 0; /* encoded by now: the buffer can fill again */
     if (rc) {
@@ -236,41 +208,16 @@ s_flush(dmp_queue_t *q)
     return rc;
 }
 
-/* One RingOp at the owner. timeout: the operation's; the request waits
- * that long plus a margin for the network. */
+/* One RingOp at the owner, after the pipelined puts got there. */
 static int
 s_remote(dmp_queue_t *q, uint32_t op, const void *data, size_t len,
          double timeout, uint8_t **out_p, size_t *out_len, int64_t *count)
 {
-    dmp_client_t *c = dmp_default_client();
-    if (!c)
-        return -EBADF;
-    if (len > DMP__WIRE_MAX - 4096)
-        return -EMSGSIZE; /* across hosts an item is one frame */
     int rc = s_flush(q);
     if (rc)
         return rc;
-    dmp__msg_t req = {.kind = DMP__MSG_RING_OP}, rep;
-    req.u.ring_op.obj = q->id;
-    req.u.ring_op.op = op;
-    req.u.ring_op.data = (uint8_t *)data;
-    req.u.ring_op.len = len;
-    bool forever = isinf(timeout) || timeout > 86400.0 * 24;
-    req.u.ring_op.timeout = forever ? -1 : (timeout > 0 ? timeout : 0);
-    double wait = forever ? 86400.0 * 365 : req.u.ring_op.timeout + 10.0;
-    rc = dmp__client_request(c, s_route(q, c), &req, &rep,
-                             DMP__MSG_RING_REPLY, wait);
-    if (rc)
-        return rc;
-    if (count)
-        *count = rep.u.ring_reply.count;
-    if (out_p) {
-        *out_p = rep.u.ring_reply.data;
-        *out_len = rep.u.ring_reply.len;
-        rep.u.ring_reply.data = NULL;
-    }
-    dmp__msg_clear(&rep);
-    return 0;
+    return dmp__obj_ring_op(q->node, q->id, 0, op, data, len, timeout, out_p,
+                            out_len, count);
 }
 
 /* ---- the API ----------------------------------------------------------- */
@@ -281,29 +228,24 @@ dmp_queue_new(const dmp_queue_opts_t *opts, dmp_queue_t **q_p)
     dmp_queue_opts_t none = {0};
     if (!opts)
         opts = &none;
-    int rc = dmp__init_lazy();
-    if (rc)
-        return rc;
     dmp_queue_t *q = s_alloc();
     if (!q)
         return -ENOMEM;
-    dmp__msg_t req = {.kind = DMP__MSG_OBJ_NEW}, rep;
-    req.u.obj_new.type = DMP__OBJ_QUEUE;
-    req.u.obj_new.maxsize = opts->maxsize > 0 ? opts->maxsize : 0;
-    req.u.obj_new.item_max = opts->item_max;
-    req.u.obj_new.capacity = opts->capacity ? opts->capacity : 4u << 20;
-    rc = dmp__client_request(dmp_default_client(), NULL, &req, &rep,
-                             DMP__MSG_OBJ_INFO, 0);
+    dmp__msg_t params = {0};
+    params.u.obj_new.type = DMP__OBJ_QUEUE;
+    params.u.obj_new.maxsize = opts->maxsize > 0 ? opts->maxsize : 0;
+    params.u.obj_new.item_max = opts->item_max;
+    params.u.obj_new.capacity = opts->capacity ? opts->capacity : 4u << 20;
+    char rings[DMP__OBJ_RINGS_MAX][DMP__RING_NAME_MAX];
+    size_t n_rings;
+    int rc = dmp__obj_new(&params, q->node, &q->id, rings, &n_rings);
     if (rc) {
         s_free(q);
         return rc;
     }
-    dmp__strlcpy(q->node, rep.u.obj_info.node, sizeof q->node);
-    q->id = rep.u.obj_info.id;
-    dmp__strlcpy(q->ring_name, rep.u.obj_info.rings[0], sizeof q->ring_name);
-    q->maxsize = req.u.obj_new.maxsize;
+    dmp__strlcpy(q->ring_name, rings[0], sizeof q->ring_name);
+    q->maxsize = params.u.obj_new.maxsize;
     q->owner = true;
-    dmp__msg_clear(&rep);
     s_attach(q);
     pthread_mutex_lock(&s_lock);
     q->next = s_owned;
@@ -411,21 +353,6 @@ dmp_queue_close(dmp_queue_t *q)
     return q->ring ? 0 : s_flush(q);
 }
 
-/* Tells the owner to remove the queue. */
-static void
-s_release(dmp_queue_t *q)
-{
-    dmp_client_t *c = dmp_default_client();
-    if (!c)
-        return;
-    dmp__msg_t req = {.kind = DMP__MSG_OBJ_RELEASE}, rep;
-    req.u.obj_release.id = q->id;
-    const char *node = strcmp(q->node, dmp_client_node(c)) == 0 ? NULL
-                                                                 : q->node;
-    if (dmp__client_request(c, node, &req, &rep, DMP__MSG_OK, 5.0) == 0)
-        dmp__msg_clear(&rep);
-}
-
 void
 dmp_queue_destroy(dmp_queue_t **q_p)
 {
@@ -441,7 +368,7 @@ dmp_queue_destroy(dmp_queue_t **q_p)
                 break;
             }
         pthread_mutex_unlock(&s_lock);
-        s_release(q);
+        dmp__obj_release(q->node, q->id);
     }
     dmp__ring_close(&q->ring);
     s_free(q);
