@@ -106,15 +106,49 @@ live_mentioning() {
 }
 no_live_mentioning() { [ -z "$(live_mentioning "$1")" ]; }
 
-# Segments an agent makes for a queue or pipe: /dmp-NODE-INCARNATION-ID-I.
-# Other programs' segments (unit tests: dmp-test-ring-*) do not count.
-shm_agent_segments() {
-    ls /dev/shm 2>/dev/null |
-        grep -E '^dmp-[A-Za-z0-9._-]+-[0-9a-f]{8}-[0-9]+-[0-9]+$' | sort
+# Shared memory. An agent names the segments of a queue or pipe
+# /dmp-NODE-INCARNATION-ID-I and maps them until the object is released.
+# Other programs on this machine (tests running beside this one, with
+# node names of their own or the same node1..node3) make segments too, so
+# a segment counts as ours only when it is new, carries one of our node
+# names and, once our agents are gone, nobody maps it any more; while our
+# agents run, what they still map is what they still hold.
+shm_segments() { ls /dev/shm 2>/dev/null | grep '^dmp-' | sort; }
+# Segments mapped by PIDS... (every live process when none is given).
+mapped_by() {
+    local maps=() p
+    if [ $# -eq 0 ]; then
+        maps=(/proc/[0-9]*/maps)
+    else
+        for p in "$@"; do maps+=("/proc/$p/maps"); done
+    fi
+    cat "${maps[@]}" 2>/dev/null |
+        grep -o '/dev/shm/dmp-[^ ]*' | sed 's|^/dev/shm/||' | sort -u
 }
-# Segments that appeared since the snapshot in FILE.
-new_segments() { shm_agent_segments | comm -13 "$1" -; }
-no_new_segments() { [ -z "$(new_segments "$1")" ]; }
+# orphans SNAPSHOT NODES: segments new since the shm_segments SNAPSHOT,
+# of a node in NODES (an ERE: node1|node2), that no live process maps.
+orphans() {
+    shm_segments | comm -13 "$1" - |
+        grep -E "^dmp-($2)-[0-9a-f]{8}-[0-9]+-[0-9]+$" |
+        comm -23 - <(mapped_by)
+}
+# held SNAPSHOT PIDS...: segments new since SNAPSHOT the agents PIDS map.
+held() {
+    local snap=$1
+    shift
+    mapped_by "$@" | comm -13 "$snap" -
+}
+# no_leak DESC CMD...: passes when CMD (orphans or held) prints nothing.
+no_leak() {
+    local desc=$1 left
+    shift
+    left=$("$@" | tr '\n' ' ')
+    if [ -z "$left" ]; then
+        ok "$desc: no shared memory left in /dev/shm"
+    else
+        not_ok "$desc: left in /dev/shm: $left"
+    fi
+}
 
 # ---- comparing output with the seed -------------------------------------
 
@@ -178,14 +212,22 @@ echo "# build $B, expected output from $SEED, dir $T"
 for f in queue pipe; do
     check "expected output $f.txt is readable" test -r "$SEED/$f.txt"
 done
-shm_agent_segments >"$T/shm.start"
+shm_segments >"$T/shm.start"
 
 # ---- (a) alone: the embedded agent --------------------------------------
 # TMPDIR puts each embedded agent's runtime directory in ours, so we can
 # tell our agents from anyone else's.
 mkdir -p "$T/emb"
+# hello first: it says the embedded agent's node name (the host's).
+run_example hello "hello alone" TMPDIR="$T/emb" &&
+    check "hello alone: one hello, from the one node" \
+        test "$(hello_nodes "$T/hello alone.out" | wc -l)" = 1
+check "hello alone: its embedded agent is gone" \
+    wait_until 5 no_live_mentioning "$T/emb"
+emb_node=$(hello_nodes "$T/hello alone.out" | head -1)
+[ -n "$emb_node" ] || emb_node=$(hostname)
 for ex in queue pipe; do
-    shm_agent_segments >"$T/shm.before"
+    shm_segments >"$T/shm.before"
     run_example "$ex" "$ex alone" TMPDIR="$T/emb" &&
         same_output "$SEED/$ex.txt" "$T/$ex alone.out" "$ex alone"
     if wait_until 5 no_live_mentioning "$T/emb"; then
@@ -196,18 +238,8 @@ for ex in queue pipe; do
     fi
     check "$ex alone: its agent's runtime directory is removed" \
         test -z "$(ls -A "$T/emb")"
-    if no_new_segments "$T/shm.before"; then
-        ok "$ex alone: no shared memory left in /dev/shm"
-    else
-        not_ok "$ex alone: left in /dev/shm: $(new_segments "$T/shm.before" |
-            tr '\n' ' ')"
-    fi
+    no_leak "$ex alone" orphans "$T/shm.before" "$emb_node"
 done
-run_example hello "hello alone" TMPDIR="$T/emb" &&
-    check "hello alone: one hello, from the one node" \
-        test "$(hello_nodes "$T/hello alone.out" | wc -l)" = 1
-check "hello alone: its embedded agent is gone" \
-    wait_until 5 no_live_mentioning "$T/emb"
 
 # ---- (b) a 3-node cluster -----------------------------------------------
 if ! "$DMP" cluster up -n 3 --dir "$D" --heartbeat 0.2 >"$T/up" 2>&1; then
@@ -217,6 +249,7 @@ if ! "$DMP" cluster up -n 3 --dir "$D" --heartbeat 0.2 >"$T/up" 2>&1; then
     exit 1
 fi
 ok "cluster up -n 3"
+agent_pids=$(cat "$D"/node*.pid 2>/dev/null | awk '{ print $1 }')
 # What '. D/env' sets: the program talks to node1 over tcp+CURVE.
 . "$D/env"
 cluster_env=(DMP_CLUSTER="$DMP_CLUSTER" DMP_KEY="$DMP_KEY"
@@ -239,7 +272,7 @@ cluster_example() {
     local name=$1 label=$2 rc
     shift 2
     ps_rows >"$T/ps.before"
-    shm_agent_segments >"$T/shm.before"
+    shm_segments >"$T/shm.before"
     run_example "$name" "$label" "$@"
     rc=$?
     new_procs "$T/ps.before" >"$T/$label.procs"
@@ -247,12 +280,8 @@ cluster_example() {
         "$T/$label.procs")"
     check "$label: every child exited 0" \
         test -z "$(awk '$4 != "exit0"' "$T/$label.procs")"
-    if no_new_segments "$T/shm.before"; then
-        ok "$label: no shared memory left in /dev/shm"
-    else
-        not_ok "$label: left in /dev/shm: $(new_segments "$T/shm.before" |
-            tr '\n' ' ')"
-    fi
+    # shellcheck disable=SC2086 # one pid each
+    no_leak "$label" held "$T/shm.before" $agent_pids
     return "$rc"
 }
 
@@ -301,22 +330,17 @@ check "hello cluster: dmp ps agrees (one process on each node)" \
         tr '\n' ' ')" = "node1 node2 node3 "
 
 # ---- nothing left behind ------------------------------------------------
-pids=$(cat "$D"/node*.pid 2>/dev/null | awk '{ print $1 }')
 check "cluster down" quiet "$DMP" cluster down --dir "$D"
 left=""
-for p in $pids; do
+for p in $agent_pids; do
     wait_until 5 eval '! alive_pid "$p"' || left="$left $p"
 done
-check "no agent left running (pids: $(echo $pids))" test -z "$left"
+check "no agent left running (pids: $(echo $agent_pids))" test -z "$left"
 check "no live process mentions the test's directory" \
     wait_until 5 no_live_mentioning "$T"
 check "no live process runs an example binary" \
     no_live_mentioning "$B/examples/"
-if no_new_segments "$T/shm.start"; then
-    ok "no shared memory of this test's agents left in /dev/shm"
-else
-    not_ok "left in /dev/shm: $(new_segments "$T/shm.start" | tr '\n' ' ')"
-fi
+no_leak "after cluster down" orphans "$T/shm.start" "node1|node2|node3|$emb_node"
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
