@@ -115,7 +115,8 @@ cat "$tmp/medians"
 
 # ---- the table: rows from table.txt ------------------------------------
 echo
-echo "## dmp beside its references (ratio = dmp / reference)"
+echo "## dmp beside its references (ratio = dmp / reference: for rates" \
+    "higher is better, for times and memory lower; see the last column)"
 grep -v '^#' "$here/table.txt" | awk -F'|' -v results="$tmp/medians" '
     BEGIN {
         while ((getline line < results) > 0) {
