@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /* Bump when an incompatible change is made to proto/dmp.proto. */
 #define DMP_PROTOCOL_VERSION 1
@@ -57,6 +58,8 @@ bool dmp__name_valid(const char *name);
 /* tcp://HOST:PORT or ipc://PATH, printable ASCII, under DMP__ADDR_MAX */
 bool dmp__endpoint_valid(const char *ep);
 bool dmp__utf8_valid(const char *s);
+/* The same for len bytes, which may include NULs (Python str). */
+bool dmp__utf8_valid_n(const char *s, size_t len);
 /* Removes a directory tree (no symlink is followed). */
 int dmp__rmtree(const char *path);
 /* Milliseconds for zmq_poll from seconds: DMP_FOREVER -> -1, <= 0 -> 0. */
@@ -312,6 +315,10 @@ bool dmp__client_is_local(const dmp_client_t *c);
  * with a '/' is shipped to the node; a bare name is found in its PATH. */
 int dmp__process_new_command(char *const *argv, const char *node,
                              dmp_process_t **proc_p);
+/* For pipe ends in a new child's args whose rings live on the child's
+ * host (= ours): hold their sending side in the child's name. */
+void dmp__pipe_hold_for_child(const dmp_value_t *args, const char *node,
+                              pid_t pid);
 /* dmp_fini: remove the queues and pipes this process created. */
 void dmp__queue_atexit(void);
 void dmp__pipe_atexit(void);
@@ -411,6 +418,11 @@ void dmp__ring_shutdown(dmp__ring_t *ring);
  * died), a get on the empty ring returns DMP_EEOF instead of waiting. */
 int dmp__ring_hold_writer(dmp__ring_t *ring);
 int dmp__ring_close_writer(dmp__ring_t *ring);
+/* A parent holds the ring as a writer in the name of a child it just
+ * started (by pid, on this host), until the child attaches (its own
+ * hold_writer takes the hold over) or dies. So a parent closing its copy
+ * of the child's end right after start does not make EOF early. */
+int dmp__ring_hold_writer_for(dmp__ring_t *ring, pid_t child);
 /* 1 when a get would not block (an item, EOF or shutdown), 0 when nothing
  * came within timeout. */
 int dmp__ring_poll(dmp__ring_t *ring, double timeout);

@@ -337,3 +337,44 @@ dmp__pipe_atexit(void)
         dmp_conn_destroy(&c);
     }
 }
+
+/* Walks a value tree for pipe handles (arguments nest in lists, dicts). */
+static void
+s_hold_walk(const dmp_value_t *v, const char *node, pid_t pid, int depth)
+{
+    if (!v || depth > 64)
+        return;
+    switch (dmp_value_type(v)) {
+    case DMP_VALUE_LIST:
+        for (size_t i = 0; i < dmp_value_len(v); i++)
+            s_hold_walk(dmp_list_get(v, (int64_t)i), node, pid, depth + 1);
+        return;
+    case DMP_VALUE_MAP:
+        for (size_t i = 0; i < dmp_value_len(v); i++)
+            s_hold_walk(dmp_map_item_at(v, i), node, pid, depth + 1);
+        return;
+    case DMP_VALUE_HANDLE:
+        break;
+    default:
+        return;
+    }
+    size_t len;
+    const uint8_t *data = dmp__handle_data(v, &len);
+    dmp_conn_t c = {0};
+    if (!data || s_decode_handle(data, len, &c) != 0 ||
+        strcmp(c.node, node) != 0 || !dmp__obj_is_local(c.node))
+        return; /* not a pipe, or not on the child's host: nothing to do */
+    int send = s_send_ring(&c);
+    dmp__ring_t *ring = NULL;
+    if (send >= 0 && dmp__ring_open(c.names[send], &ring) == 0) {
+        dmp__ring_hold_writer_for(ring, pid);
+        dmp__ring_close(&ring);
+    }
+}
+
+void
+dmp__pipe_hold_for_child(const dmp_value_t *args, const char *node,
+                         pid_t pid)
+{
+    s_hold_walk(args, node, pid, 0);
+}

@@ -428,6 +428,16 @@ dmp_process_start(dmp_process_t *p)
     }
     if (rc)
         return rc;
+    if (p->args_len) {
+        /* Like a forked Python child, which holds its pipe ends from the
+         * start: hold them in its name until it attaches. */
+        dmp_value_t *args;
+        if (dmp_value_decode(p->args, p->args_len, &args) == 0) {
+            dmp__pipe_hold_for_child(args, rep.u.spawn_reply.node,
+                                     (pid_t)rep.u.spawn_reply.pid);
+            dmp_value_destroy(&args);
+        }
+    }
     pthread_mutex_lock(&s_procs.lock);
     p->started = true;
     dmp__strlcpy(p->node, rep.u.spawn_reply.node, sizeof p->node);

@@ -80,6 +80,9 @@
  * whether its writers are alive: a dead process wakes nobody. */
 #define S_EOF_CHECK_NS 100000000ll
 #define S_WRITERS_MAX 64
+/* In s_writer_t.holds: a hold a parent took for a child that has not
+ * attached yet; the child's own hold_writer takes it over. */
+#define S_HOLD_RESERVED 0x80000000u
 #define S_SPIN_WAIT 1000 /* pause loops watching a futex word (~40 us) */
 #define S_SPIN_LOCK 200  /* trylock attempts before sleeping on the mutex */
 
@@ -866,7 +869,9 @@ dmp__ring_hold_writer(dmp__ring_t *r)
     if (rc != 0)
         return rc;
     s_writer_t *w = s_writer_find(h, pid, start);
-    if (w) {
+    if (w && (w->holds & S_HOLD_RESERVED)) {
+        w->holds &= ~S_HOLD_RESERVED; /* the parent's reservation, taken */
+    } else if (w) {
         w->holds++;
     } else {
         for (int i = 0; !w && i < S_WRITERS_MAX; i++)
@@ -884,6 +889,38 @@ dmp__ring_hold_writer(dmp__ring_t *r)
     }
     if (rc == 0)
         h->pipe_mode = 1;
+    s_unlock(r);
+    return rc;
+}
+
+int
+dmp__ring_hold_writer_for(dmp__ring_t *r, pid_t child)
+{
+    assert(r);
+    s_hdr_t *h = r->hdr;
+    bool zombie;
+    uint64_t start = s_proc_start((int32_t)child, &zombie);
+    if (start == 0 || zombie)
+        return 0; /* gone already: nothing to hold for it */
+    s_deadline_t forever = {false, true, 0};
+    int rc = s_lock(r, &forever);
+    if (rc != 0)
+        return rc;
+    s_writer_t *w = s_writer_find(h, (int32_t)child, start);
+    if (!w) { /* not attached yet: reserve its hold */
+        for (int i = 0; !w && i < S_WRITERS_MAX; i++)
+            if (h->writers[i].pid == 0 || !s_writer_alive(&h->writers[i]))
+                w = &h->writers[i];
+        if (w) {
+            __atomic_store_n(&w->pid, 0, __ATOMIC_SEQ_CST);
+            w->start = start;
+            w->holds = 1 | S_HOLD_RESERVED;
+            __atomic_store_n(&w->pid, (int32_t)child, __ATOMIC_RELEASE);
+            h->pipe_mode = 1;
+        } else {
+            rc = -ENOSPC;
+        }
+    }
     s_unlock(r);
     return rc;
 }

@@ -189,10 +189,20 @@ dmp__endpoint_valid(const char *ep)
 }
 
 bool
-dmp__utf8_valid(const char *s)
+dmp__utf8_valid_n(const char *s, size_t len)
 {
-    const unsigned char *p = (const unsigned char *)s;
-    while (*p) {
+    const unsigned char *p = (const unsigned char *)s, *end = p + len;
+    while (p < end) {
+        /* ASCII, the common case, 8 bytes at a time. */
+        while (end - p >= 8) {
+            uint64_t w;
+            memcpy(&w, p, 8);
+            if (w & 0x8080808080808080ull)
+                break;
+            p += 8;
+        }
+        if (p == end)
+            break;
         unsigned char c = *p;
         int extra;
         uint32_t cp;
@@ -211,6 +221,8 @@ dmp__utf8_valid(const char *s)
         } else {
             return false;
         }
+        if (end - p <= extra)
+            return false;
         for (int i = 1; i <= extra; i++) {
             if ((p[i] & 0xC0) != 0x80)
                 return false;
@@ -224,6 +236,12 @@ dmp__utf8_valid(const char *s)
         p += extra + 1;
     }
     return true;
+}
+
+bool
+dmp__utf8_valid(const char *s)
+{
+    return dmp__utf8_valid_n(s, strlen(s));
 }
 
 long

@@ -145,13 +145,7 @@ s_new_buf(dmp_value_type_t type, const void *data, size_t len)
 static bool
 s_text_valid(const char *s, size_t len)
 {
-    const char *p = s, *end = s + len;
-    while (p < end) {
-        if (!dmp__utf8_valid(p))
-            return false;
-        p += strlen(p) + 1;
-    }
-    return true;
+    return dmp__utf8_valid_n(s, len);
 }
 
 dmp_value_t *

@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -57,40 +58,48 @@ s_find(node_t *node, uint64_t id)
     return NULL;
 }
 
-/* Removes segments a killed agent of this node left in /dev/shm: names
- * start with "dmp-NODE-" and carry another incarnation. We hold the
- * runtime lock, so no live agent of this name on this host owns them. */
+/* Removes the segments a killed predecessor left in /dev/shm. Only those
+ * of the incarnation recorded in RUNTIME_DIR/incarnation (we hold that
+ * directory's lock, so that agent is gone): other agents may share our
+ * name on this host (every embedded agent is named after the host) and
+ * their segments are alive. Then records our own incarnation. */
 static void
 s_remove_stale(node_t *node)
 {
-    char prefix[DMP__NAME_MAX + 8], ours[DMP__NAME_MAX + 24];
-    snprintf(prefix, sizeof prefix, "dmp-%s-", node->cfg.name);
-    snprintf(ours, sizeof ours, "dmp-%s-%08llx-", node->cfg.name,
-             (unsigned long long)(node->incarnation & 0xffffffffu));
-    DIR *dir = opendir("/dev/shm");
-    if (!dir)
-        return;
-    struct dirent *de;
-    unsigned removed = 0;
-    while ((de = readdir(dir)) != NULL) {
-        if (strncmp(de->d_name, prefix, strlen(prefix)) != 0 ||
-            strncmp(de->d_name, ours, strlen(ours)) == 0)
-            continue;
-        /* The incarnation is 8 hex digits then '-': anything else is not
-         * a segment of ours (another node's name may extend ours). */
-        const char *inc = de->d_name + strlen(prefix);
-        size_t n = strspn(inc, "0123456789abcdef");
-        if (n != 8 || inc[8] != '-')
-            continue;
-        char name[300];
-        snprintf(name, sizeof name, "/%s", de->d_name);
-        if (shm_unlink(name) == 0)
-            removed++;
+    char path[PATH_MAX], text[32] = "";
+    snprintf(path, sizeof path, "%s/incarnation", node->cfg.runtime_dir);
+    FILE *f = fopen(path, "re");
+    if (f) {
+        if (!fgets(text, sizeof text, f))
+            text[0] = '\0';
+        fclose(f);
     }
-    closedir(dir);
-    if (removed)
-        info_f("removed %u shared-memory segments left by a previous run",
-               removed);
+    text[strcspn(text, "\n")] = '\0';
+    if (strlen(text) == 8 && strspn(text, "0123456789abcdef") == 8) {
+        char prefix[DMP__NAME_MAX + 24];
+        snprintf(prefix, sizeof prefix, "dmp-%s-%s-", node->cfg.name, text);
+        DIR *dir = opendir("/dev/shm");
+        unsigned removed = 0;
+        struct dirent *de;
+        while (dir && (de = readdir(dir)) != NULL) {
+            if (strncmp(de->d_name, prefix, strlen(prefix)) != 0)
+                continue;
+            char name[300];
+            snprintf(name, sizeof name, "/%s", de->d_name);
+            removed += shm_unlink(name) == 0;
+        }
+        if (dir)
+            closedir(dir);
+        if (removed)
+            info_f("removed %u shared-memory segments left by the previous "
+                   "run", removed);
+    }
+    f = fopen(path, "we");
+    if (f) {
+        fprintf(f, "%08llx\n",
+                (unsigned long long)(node->incarnation & 0xffffffffu));
+        fclose(f);
+    }
 }
 
 int
