@@ -290,5 +290,125 @@ check "the new cluster shows 3 alive" test "$(count_alive <"$T/out")" = 3
 expect 0 "cluster down --kill" "$DMP" cluster down --kill --dir "$D"
 check "cluster down --kill: nothing left running" no_live_mentioning "$D"
 
+# ---- processes: dmp run, dmp ps, the hello example ----------------------------
+# The agents start with a stray descriptor (9) and variables no child may
+# see, as a careless parent would leave them; children must get neither.
+unset DMP_PLACE
+HELLO="$B/examples/hello"
+gone_pid() { [ -n "$1" ] && ! alive_pid "$1"; }
+expect 0 "cluster up for the process checks" \
+    env DMP_TEST_SECRET=leak LD_LIBRARY_PATH=/nonexistent-lib \
+    bash -c 'exec 9>"$1/fd9"; exec "$2" cluster up -n 3 --dir "$3" --heartbeat 0.2' \
+    _ "$T" "$DMP" "$D"
+expect 7 "dmp run --node node2: sh prints on both streams and exits 7" \
+    dmpc run --node node2 -- /bin/sh -c 'echo out; echo err >&2; exit 7'
+check "dmp run: stdout is exactly 'out'" test "$(cat "$T/out")" = out
+check "dmp run: stderr is exactly 'err'" test "$(cat "$T/err")" = err
+expect 137 "dmp run: a program killed by SIGKILL exits 128+9" \
+    dmpc run -- sh -c 'kill -9 $$'
+expect 4 "dmp run -n nosuchnode" dmpc run -n nosuchnode -- true
+check "unknown node: the message names it" err_has "'nosuchnode'"
+check "unknown node: says it is not in the cluster" err_has "not in the cluster"
+expect 2 "dmp run of a file that does not exist" dmpc run -- /nonexistent
+check "missing file: says so" err_has "no such executable file"
+expect 2 "dmp run without a program" dmpc run
+expect 2 "dmp run -n with an invalid node name" dmpc run -n ../x -- true
+expect 0 "dmp run passes arguments literally, no shell" \
+    dmpc run -n node3 -- /bin/echo 'a;b' '$HOME' '*' '`id`'
+check "literal arguments: printed unchanged" \
+    test "$(cat "$T/out")" = 'a;b $HOME * `id`'
+expect 0 "dmp run env" dmpc run -- env
+check "child environment: names its node" grep -qx "DMP_NODE=node1" "$T/out"
+check "child environment: nothing outside the allow-list" \
+    test -z "$(grep -E '^(DMP_TEST_SECRET|LD_LIBRARY_PATH)=' "$T/out")"
+expect 0 "dmp run: the program's open descriptors" \
+    dmpc run -- sh -c 'ls /proc/$$/fd; true'
+# 3 is the spawn record dmp gives its children; nothing else may be open.
+extra_fds=$(grep -vxE '[0-3]' "$T/out" | tr '\n' ' ')
+check "child descriptors: only 0-2 and dmp's own (extra: ${extra_fds:-none})" \
+    test -z "$extra_fds"
+# A dmp program run as a plain command (it reads DMP_AGENT, not a target).
+expect 0 "dmp run of a dmp program: dmp nodes on node2" \
+    dmpc run -n node2 -- "$DMP" nodes
+check "dmp nodes run by dmp run: lists 3 alive" \
+    test "$(count_alive <"$T/out")" = 3
+expect 0 "dmp ps -a" dmpc ps -a
+check "dmp ps -a: header" out_has "^NODE  *PID  *NAME  *TARGET  *STATE  *RUNTIME"
+check "dmp ps -a: the sh on node2 that exited 7" \
+    grep -Eq '^node2 +[0-9]+ +sh +- +exit 7 ' "$T/out"
+check "dmp ps -a: the sh on node1 killed by signal 9" \
+    grep -Eq '^node1 +[0-9]+ +sh +- +exit -9 ' "$T/out"
+check "dmp ps -a: the echo on node3" \
+    grep -Eq '^node3 +[0-9]+ +echo +- +exit 0 ' "$T/out"
+expect 0 "dmp ps" dmpc ps
+check "dmp ps without -a: no ended process listed" test "$(wc -l <"$T/out")" = 1
+
+# ^C on dmp run terminates the remote program.
+( . "$D/env" && exec "$DMP" run -n node2 -- sleep 30 ) >/dev/null 2>&1 &
+runpid=$!
+start=$(now)
+until dmpc ps 2>/dev/null | grep -Eq '^node2 +[0-9]+ +sleep +- +running'; do
+    within "$start" 5 || break
+    sleep 0.02 # poll interval; the deadline bounds the wait
+done
+kill -INT "$runpid"
+wait "$runpid"
+rc=$?
+check "dmp run interrupted: exits 128+15 (got $rc)" test "$rc" -eq 143
+expect 0 "dmp ps -a after the interrupt" dmpc ps -a
+check "the interrupted sleep ended by SIGTERM" \
+    grep -Eq '^node2 +[0-9]+ +sleep +- +exit -15 ' "$T/out"
+
+# Output to a reader that falls behind (a pager, a slow pipe) is relayed
+# whole: the program is slowed down, nothing dropped, its exit not lost.
+lines='i=0; while [ $i -lt 200000 ]; do echo "line $i abcdefghijklmnopqrstuvwxyz"; i=$((i+1)); done'
+want_bytes=$(sh -c "$lines" | wc -c)
+start=$(now)
+got_bytes=$(timeout -k 2 30 bash -o pipefail -c \
+    '. "$1/env" && "$2" run -n node2 -- sh -c "$3" | { sleep 1; wc -c; }' \
+    _ "$D" "$DMP" "$lines")
+rc=$?
+check "dmp run to a slow reader: every byte arrives ($got_bytes of $want_bytes)" \
+    test "$got_bytes" = "$want_bytes"
+check "dmp run to a slow reader: returns (exit $rc after $(since "$start") s)" \
+    test "$rc" -eq 0
+
+# The example program: one process per node, then on a private agent.
+expect 0 "examples/hello on the cluster" \
+    bash -c '. "$1/env" && exec "$2"' _ "$D" "$HELLO"
+check "hello: one 'hello from' line per node" \
+    test "$(grep -c '^hello from' "$T/out")" = 3
+for n in node1 node2 node3; do
+    check "hello: $n said hello once" \
+        test "$(grep -c "^hello from .* on node $n " "$T/out")" = 1
+done
+rm -rf "$T/emb" && mkdir -p "$T/emb"
+expect 0 "examples/hello with no cluster (embedded)" \
+    env TMPDIR="$T/emb" "$HELLO"
+check "embedded hello: exactly one 'hello from' line" \
+    test "$(grep -c '^hello from' "$T/out")" = 1
+check "embedded hello: its agent is gone afterwards" no_live_mentioning "$T/emb"
+check "embedded hello: its runtime dir is removed" test -z "$(ls -A "$T/emb")"
+
+# An agent that stops terminates its children; the program is told.
+( . "$D/env" && exec "$DMP" run -n node1 -- sleep 60 ) >/dev/null 2>"$T/run.err" &
+runpid=$!
+start=$(now)
+sleep_pid=""
+while [ -z "$sleep_pid" ] && within "$start" 5; do
+    sleep_pid=$(dmpc ps 2>/dev/null |
+        awk '$1 == "node1" && $3 == "sleep" && $5 == "running" { print $2 }')
+    [ -n "$sleep_pid" ] || sleep 0.02 # poll interval
+done
+check "a sleep runs on node1 (pid ${sleep_pid:-none})" test -n "$sleep_pid"
+expect 0 "cluster down while it runs" "$DMP" cluster down --dir "$D"
+start=$(now)
+while alive_pid "$runpid" && within "$start" 10; do sleep 0.02; done
+check "dmp run returns once its node is down" gone_pid "$runpid"
+wait "$runpid" 2>/dev/null
+check "the sleep was terminated with its agent" gone_pid "$sleep_pid"
+check "cluster down: no live process mentions the cluster dir" \
+    no_live_mentioning "$D"
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
