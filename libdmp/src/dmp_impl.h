@@ -60,6 +60,9 @@ bool dmp__endpoint_valid(const char *ep);
 bool dmp__utf8_valid(const char *s);
 /* The same for len bytes, which may include NULs (Python str). */
 bool dmp__utf8_valid_n(const char *s, size_t len);
+/* When pid started (ticks since boot, /proc/PID/stat), 0 if gone: with
+ * the pid it names one process, whatever happens to pids later. */
+uint64_t dmp__proc_starttime(pid_t pid);
 /* Removes a directory tree (no symlink is followed). */
 int dmp__rmtree(const char *path);
 /* Milliseconds for zmq_poll from seconds: DMP_FOREVER -> -1, <= 0 -> 0. */

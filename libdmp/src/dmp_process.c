@@ -597,4 +597,9 @@ dmp__process_atexit(void)
             dmp_process_terminate(todo[i]);
     for (size_t i = 0; i < n; i++)
         dmp_process_join(todo[i], DMP_FOREVER);
+    /* The client goes away now: a later client (another dmp_init) may get
+     * the same address and must be hooked again. */
+    pthread_mutex_lock(&s_procs.lock);
+    s_procs.hooked = NULL;
+    pthread_mutex_unlock(&s_procs.lock);
 }

@@ -25,9 +25,15 @@ dmp__sock_defaults(void *sock)
     int zero = 0;
     int64_t maxsize = DMP__WIRE_MAX;
     int ivl = 100, ivl_max = 2000;
+    /* No high-water mark: a ROUTER silently drops what exceeds it, and a
+     * child's output or exit must never be lost to a slow reader. Memory
+     * is bounded by what peers are sent, not by the socket. */
+    int hwm = 0;
     if (zmq_setsockopt(sock, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
         zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &maxsize, sizeof maxsize) != 0 ||
         zmq_setsockopt(sock, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl) != 0 ||
+        zmq_setsockopt(sock, ZMQ_SNDHWM, &hwm, sizeof hwm) != 0 ||
+        zmq_setsockopt(sock, ZMQ_RCVHWM, &hwm, sizeof hwm) != 0 ||
         zmq_setsockopt(sock, ZMQ_RECONNECT_IVL_MAX, &ivl_max,
                        sizeof ivl_max) != 0)
         return -errno;

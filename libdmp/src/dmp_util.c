@@ -301,3 +301,24 @@ dmp__rmtree(const char *path)
     /* FTW_PHYS: never follow a symlink out of the tree. */
     return nftw(path, s_rm_entry, 16, FTW_DEPTH | FTW_PHYS) == 0 ? 0 : -errno;
 }
+
+uint64_t
+dmp__proc_starttime(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')'); /* the command may contain spaces */
+    if (!p)
+        return 0;
+    p++;
+    /* fields after ')' start with the state (3rd); starttime is the 22nd */
+    for (int field = 2; field < 22 && p; field++)
+        p = strchr(p + 1, ' ');
+    return p ? strtoull(p + 1, NULL, 10) : 0;
+}

@@ -62,8 +62,8 @@ s_become_child(int sock, const uint8_t *record, size_t len,
     setpgid(0, 0);
     if (dup2(fds[0], 1) < 0 || dup2(fds[1], 2) < 0)
         _exit(127);
-    close(fds[0]);
-    close(fds[1]);
+    /* Nothing of the zygote's reaches the child: only 0, 1, 2. */
+    closefrom(3);
     signal(SIGCHLD, SIG_DFL);
     /* The record names the process; the environment says it to its own
      * children (like an exec-started child's DMP_PROCESS_NAME). */

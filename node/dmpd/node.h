@@ -176,6 +176,8 @@ int node_spawn_signal(node_t *node, uint64_t proc, int signo);
 /* Running and recently ended processes. Caller owns *procs_p. */
 int node_spawn_list(node_t *node, dmp__proc_info_t **procs_p, size_t *n_p);
 unsigned node_spawn_running(node_t *node);
+/* At start: kills the children a SIGKILLed predecessor left running. */
+void node_spawn_kill_orphans(node_t *node);
 /* Stops every child (SIGTERM, SIGKILL after a grace period) and reaps. */
 void node_spawn_close(node_t *node);
 
@@ -222,6 +224,8 @@ void node_objects_close(node_t *node);
  */
 void node_route_forward(node_t *node, node_peer_t *peer,
                         const node_sub_t *client, dmp__msg_t *req);
+/* Sends what waits for our link to peer to come up (or fails it). */
+void node_route_flush(node_t *node, node_peer_t *peer);
 void node_route_on_peer_msg(node_t *node, node_peer_t *peer,
                             dmp__msg_t *msg);
 /* The peer died: pending forwards get DMP_ENODE, its processes' owners a

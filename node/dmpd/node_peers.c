@@ -34,11 +34,10 @@ s_connect(node_t *node, node_peer_t *peer)
     void *sock = zmq_socket(node->ctx, ZMQ_DEALER);
     if (!sock)
         return -errno;
-    int one = 1, hwm = 16;
+    int one = 1;
     int rc = dmp__sock_defaults(sock);
     if (rc == 0 &&
-        (zmq_setsockopt(sock, ZMQ_IMMEDIATE, &one, sizeof one) != 0 ||
-         zmq_setsockopt(sock, ZMQ_SNDHWM, &hwm, sizeof hwm) != 0))
+        zmq_setsockopt(sock, ZMQ_IMMEDIATE, &one, sizeof one) != 0)
         rc = -errno;
     if (rc == 0)
         rc = dmp__sock_curve_client(sock, &node->kp, peer->pubkey);
@@ -215,6 +214,7 @@ node_peers_on_heartbeat(node_t *node, const char *user_id,
         info_f("node '%s' is alive", name);
         peer->state = DMP_NODE_ALIVE;
     }
+    node_route_flush(node, peer); /* requests waiting for our link */
     /* Gossip: members we do not know yet, if we hold their keys. */
     for (size_t i = 0; i < msg->u.heartbeat.n_members; i++) {
         const dmp__member_t *m = &msg->u.heartbeat.members[i];

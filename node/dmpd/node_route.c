@@ -28,7 +28,16 @@ struct node_fwd {
     node_sub_t client;          /* where the reply goes */
     char peer[DMP__NAME_MAX];
     double deadline;
+    uint8_t *unsent;            /* encoded request our link could not take
+                                 * yet (a peer heard but not yet connected
+                                 * back to); sent by node_route_flush */
+    size_t unsent_len;
+    double send_by;             /* give up on sending then: DMP_ENODE */
 };
+
+/* How long a request waits for our link to a live peer to come up (it
+ * reconnects with a backoff of up to 2 s after a restart). */
+#define SEND_WAIT 3.0
 
 /* A process on a peer, started for one of our clients. */
 struct node_rsub {
@@ -65,16 +74,47 @@ node_route_forward(node_t *node, node_peer_t *peer, const node_sub_t *client,
     f->deadline = dmp__now() + FORWARD_TIMEOUT;
     req->id = f->id;
     req->node[0] = '\0';
-    int rc = dmp__sock_send(peer->sock, NULL, 0, req, ZMQ_DONTWAIT);
+    int rc = dmp__wire_encode(req, &f->unsent, &f->unsent_len);
     req->id = f->client_id;
     if (rc) {
-        debug_f("cannot forward to '%s': %s", peer->name, dmp_strerror(rc));
-        s_reply_error(client, f->client_id, DMP_ENODE, peer->name);
+        dmp__msg_t rep;
+        dmp__msg_error(&rep, f->client_id, rc, "cannot forward: %s",
+                       dmp_strerror(rc));
+        node_send_to(client, &rep);
         dmp__free(f);
         return;
     }
+    f->send_by = dmp__now() + SEND_WAIT;
     f->next = node->fwds;
     node->fwds = f;
+    node_route_flush(node, peer);
+}
+
+void
+node_route_flush(node_t *node, node_peer_t *peer)
+{
+    double now = dmp__now();
+    for (struct node_fwd **fp = &node->fwds; *fp;) {
+        struct node_fwd *f = *fp;
+        if (!f->unsent || strcmp(f->peer, peer->name) != 0) {
+            fp = &f->next;
+            continue;
+        }
+        if (zmq_send(peer->sock, f->unsent, f->unsent_len, ZMQ_DONTWAIT) >=
+            0) {
+            dmp__free(f->unsent);
+            f->unsent = NULL;
+        } else if (now >= f->send_by) {
+            debug_f("cannot forward to '%s': %s", peer->name,
+                    zmq_strerror(errno));
+            *fp = f->next;
+            s_reply_error(&f->client, f->client_id, DMP_ENODE, peer->name);
+            dmp__free(f->unsent);
+            dmp__free(f);
+            continue;
+        }
+        fp = &f->next;
+    }
 }
 
 static void
@@ -97,6 +137,7 @@ s_relay_reply(node_t *node, node_peer_t *peer, dmp__msg_t *msg)
         }
         msg->id = f->client_id;
         node_send_to(&f->client, msg);
+        dmp__free(f->unsent);
         dmp__free(f);
         return;
     }
@@ -151,6 +192,7 @@ node_route_peer_lost(node_t *node, node_peer_t *peer)
         }
         *fp = f->next;
         s_reply_error(&f->client, f->client_id, DMP_ENODE, peer->name);
+        dmp__free(f->unsent);
         dmp__free(f);
     }
     for (struct node_rsub **sp = &node->rsubs; *sp;) {
@@ -173,6 +215,8 @@ node_route_peer_lost(node_t *node, node_peer_t *peer)
 void
 node_route_tick(node_t *node)
 {
+    for (size_t i = 0; i < node->n_peers; i++)
+        node_route_flush(node, &node->peers[i]);
     double now = dmp__now();
     for (struct node_fwd **fp = &node->fwds; *fp;) {
         struct node_fwd *f = *fp;
@@ -182,6 +226,7 @@ node_route_tick(node_t *node)
         }
         *fp = f->next;
         s_reply_error(&f->client, f->client_id, DMP_ENODE, f->peer);
+        dmp__free(f->unsent);
         dmp__free(f);
     }
 }
@@ -192,6 +237,7 @@ node_route_close(node_t *node)
     while (node->fwds) {
         struct node_fwd *f = node->fwds;
         node->fwds = f->next;
+        dmp__free(f->unsent);
         dmp__free(f);
     }
     while (node->rsubs) {

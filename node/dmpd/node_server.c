@@ -383,6 +383,7 @@ s_setup(node_t *node)
     if ((rc = s_runtime_dir(cfg->runtime_dir)) != 0 ||
         (rc = s_lock(node)) != 0)
         return rc;
+    node_spawn_kill_orphans(node); /* we hold the lock: they are orphans */
     if ((rc = node_objects_open(node)) != 0)
         return rc;
     if ((rc = node_cache_open(cfg->cache_dir, CACHE_FILE_MAX, &node->cache))) {

@@ -178,6 +178,56 @@ node_spawn_env_free(char **env)
     dmp__free(env);
 }
 
+/* RUNTIME_DIR/children lists our running children ("pid starttime" a
+ * line), so that an agent restarted after a SIGKILL can stop the orphans
+ * of its predecessor (FAULTS: orphans reaped or killed). */
+static void
+s_record_children(node_t *node)
+{
+    char path[PATH_MAX], tmp[PATH_MAX + 8];
+    snprintf(path, sizeof path, "%s/children", node->cfg.runtime_dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "we");
+    if (!f)
+        return;
+    for (node_proc_t *p = node->procs; p; p = p->next)
+        if (p->running)
+            fprintf(f, "%d %llu\n", (int)p->pid,
+                    (unsigned long long)dmp__proc_starttime(p->pid));
+    if (fclose(f) == 0)
+        rename(tmp, path);
+}
+
+void
+node_spawn_kill_orphans(node_t *node)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/children", node->cfg.runtime_dir);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return;
+    int pid;
+    unsigned long long start;
+    unsigned killed = 0;
+    while (fscanf(f, "%d %llu", &pid, &start) == 2) {
+        if (pid <= 1)
+            continue;
+        int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+        if (pidfd < 0)
+            continue;
+        /* Checked after opening the pidfd: a match means the pidfd is that
+         * very child, however pids are reused later. */
+        if (start && dmp__proc_starttime(pid) == start &&
+            syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0) == 0)
+            killed++;
+        close(pidfd);
+    }
+    fclose(f);
+    unlink(path);
+    if (killed)
+        warn_f("killed %u processes a previous agent left running", killed);
+}
+
 /* Forgets the oldest ended processes beyond KEEP_ENDED. */
 static void
 s_trim(node_t *node)
@@ -253,9 +303,13 @@ node_spawn_start(node_t *node, const dmp__msg_t *req, bool local,
     }
     if (zygote)
         goto started;
-    rec_fd = s_spawn_record(node, req, p->id);
-    env = node_spawn_env(node, p->id, name, "DMP_CHILD=3");
-    if (rec_fd < 0 || !env) {
+    /* A target reads its spawn record from fd 3; a command gets neither
+     * the record nor DMP_CHILD (it may itself be a dmp program). */
+    bool command = req->u.spawn_request.argc != 0;
+    rec_fd = command ? -1 : s_spawn_record(node, req, p->id);
+    env = node_spawn_env(node, p->id, name,
+                         command ? "DMP_COMMAND=1" : "DMP_CHILD=3");
+    if ((!command && rec_fd < 0) || !env) {
         rc = rec_fd < 0 ? rec_fd : -ENOMEM;
         goto fail;
     }
@@ -267,7 +321,11 @@ node_spawn_start(node_t *node, const dmp__msg_t *req, bool local,
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
     posix_spawn_file_actions_adddup2(&fa, out_w, 1);
     posix_spawn_file_actions_adddup2(&fa, err_w, 2);
-    posix_spawn_file_actions_adddup2(&fa, rec_fd, 3);
+    if (rec_fd >= 0)
+        posix_spawn_file_actions_adddup2(&fa, rec_fd, 3);
+    /* Only 0-2 (and the record) reach the child, whatever the agent was
+     * started with. */
+    posix_spawn_file_actions_addclosefrom_np(&fa, rec_fd >= 0 ? 4 : 3);
     sigset_t none, dfl;
     sigemptyset(&none);
     sigfillset(&dfl);
@@ -323,6 +381,7 @@ started:
     p->next = node->procs;
     node->procs = p;
     s_trim(node);
+    s_record_children(node);
     info_f("started '%s' pid=%d proc=%llu target=%s output=%s via=%s",
            p->name, (int)p->pid, (unsigned long long)p->id, p->target,
            p->out_fd < 0 ? "direct" : "relayed", zygote ? "zygote" : "exec");
@@ -423,6 +482,7 @@ s_reap(node_t *node, node_proc_t *p)
                                         : 255;
     info_f("'%s' pid=%d exited exitcode=%d", p->name, (int)p->pid,
            p->exitcode);
+    s_record_children(node);
     dmp__msg_t ev = {.kind = DMP__MSG_PROC_EXIT};
     ev.version = DMP_PROTOCOL_VERSION;
     dmp__strlcpy(ev.u.proc_exit.node, node->cfg.name, DMP__NAME_MAX);

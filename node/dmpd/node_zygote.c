@@ -100,6 +100,7 @@ s_start(node_t *node, const char *exe, const char *key)
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
     posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
     posix_spawn_file_actions_adddup2(&fa, sv[1], 3);
+    posix_spawn_file_actions_addclosefrom_np(&fa, 4);
     sigset_t none, dfl;
     sigemptyset(&none);
     sigfillset(&dfl);
