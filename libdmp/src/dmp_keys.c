@@ -40,14 +40,35 @@ dmp__z85_key_valid(const char *z85)
 static int
 s_read_key_line(int fd, const char *path, char *out, char *err, size_t errlen)
 {
-    char buf[4096];
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    if (n < 0) {
-        snprintf(err, errlen, "cannot read key file '%s': %s", path,
-                 strerror(errno));
-        return DMP_EKEY;
+    /* Key files are small: comments and one line. Read all of it (up to a
+     * bound), and refuse NUL bytes, which would hide what follows. */
+    char buf[16384];
+    size_t n = 0;
+    for (;;) {
+        ssize_t r = read(fd, buf + n, sizeof buf - 1 - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            snprintf(err, errlen, "cannot read key file '%s': %s", path,
+                     strerror(errno));
+            return DMP_EKEY;
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+        if (n == sizeof buf - 1) {
+            snprintf(err, errlen, "key file '%s' is too large", path);
+            sodium_memzero(buf, sizeof buf);
+            return DMP_EKEY;
+        }
     }
     buf[n] = '\0';
+    if (memchr(buf, '\0', n)) {
+        snprintf(err, errlen, "malformed key file '%s': contains a NUL byte",
+                 path);
+        sodium_memzero(buf, sizeof buf);
+        return DMP_EKEY;
+    }
     int found = 0;
     int rc = 0;
     char *save = NULL;

@@ -647,7 +647,13 @@ dmp__wire_decode(const uint8_t *buf, size_t len, dmp__msg_t *msg)
     Dmpwire__Envelope *env = dmpwire__envelope__unpack(&s_allocator, len, buf);
     if (!env)
         return DMP_EPROTO; /* also what an allocation failure looks like */
-    int rc = s_from_envelope(env, msg);
+    /* Only the canonical encoding (what our encoder writes) is accepted:
+     * re-packing must give the same size. This catches what protobuf-c
+     * lets through silently, a string cut at an embedded NUL above all,
+     * and unknown fields. */
+    int rc = dmpwire__envelope__get_packed_size(env) == len
+                 ? s_from_envelope(env, msg)
+                 : DMP_EPROTO;
     dmpwire__envelope__free_unpacked(env, &s_allocator);
     if (rc)
         dmp__msg_clear(msg);
