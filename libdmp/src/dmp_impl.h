@@ -296,6 +296,8 @@ int dmp__client_request(dmp_client_t *c, const char *node, dmp__msg_t *req,
 
 /* ---- Processes (dmp_target.c, dmp_process.c, dmp_init.c) ----------- */
 dmp_target_fn dmp__target_find(const char *name);
+/* dmp_fini: the next connection may be to another node. */
+void dmp__target_forget_node(void);
 /* Runs this process as the child its spawn record (fd in DMP_CHILD)
  * describes; never returns. */
 void dmp__child_main(const char *fd_text) __attribute__((noreturn));

@@ -43,6 +43,9 @@ struct dmp_queue {
     uint8_t *batch;            /* items waiting to go: u32 len + bytes */
     size_t batch_len, batch_cap;
     bool inflight;             /* a batch is at the owner */
+    dmp_client_t *client;      /* the connection batches go through (not
+                                * dmp_default_client(): callbacks run
+                                * while dmp_fini holds the library lock) */
     int async_error;           /* first failure of a batch, reported once */
 };
 
@@ -51,6 +54,10 @@ struct dmp_queue {
 
 static pthread_mutex_t s_lock = PTHREAD_MUTEX_INITIALIZER;
 static dmp_queue_t *s_owned;
+/* Every open handle, so that dmp_fini can deliver what was put through
+ * handles a child opened and did not destroy (as Python's feeder thread
+ * is joined at exit). */
+static dmp_queue_t *s_open[1024];
 
 static dmp_queue_t *
 s_alloc(void)
@@ -59,6 +66,13 @@ s_alloc(void)
     if (q) {
         pthread_mutex_init(&q->mx, NULL);
         pthread_cond_init(&q->cv, NULL);
+        pthread_mutex_lock(&s_lock);
+        for (size_t i = 0; i < sizeof s_open / sizeof s_open[0]; i++)
+            if (!s_open[i]) {
+                s_open[i] = q;
+                break;
+            }
+        pthread_mutex_unlock(&s_lock);
     }
     return q;
 }
@@ -66,6 +80,11 @@ s_alloc(void)
 static void
 s_free(dmp_queue_t *q)
 {
+    pthread_mutex_lock(&s_lock);
+    for (size_t i = 0; i < sizeof s_open / sizeof s_open[0]; i++)
+        if (s_open[i] == q)
+            s_open[i] = NULL;
+    pthread_mutex_unlock(&s_lock);
     pthread_cond_destroy(&q->cv);
     pthread_mutex_destroy(&q->mx);
     dmp__free(q->batch);
@@ -110,6 +129,7 @@ s_decode_handle(const uint8_t *buf, size_t len, dmp_queue_t *q)
 static void
 s_attach(dmp_queue_t *q)
 {
+    q->client = dmp_default_client();
     if (dmp__obj_is_local(q->node))
         dmp__ring_open(q->ring_name, &q->ring); /* else: through the owner */
 }
@@ -122,7 +142,7 @@ static void s_batch_done(int rc, const dmp__msg_t *rep, void *arg);
 static void
 s_send_batch_locked(dmp_queue_t *q)
 {
-    dmp_client_t *c = dmp_default_client();
+    dmp_client_t *c = q->client;
     dmp__msg_t req = {.kind = DMP__MSG_RING_OP};
     req.u.ring_op.obj = q->id;
     req.u.ring_op.op = DMP__RING_PUT_BATCH;
@@ -151,8 +171,10 @@ s_batch_done(int rc, const dmp__msg_t *rep, void *arg)
     q->inflight = false;
     if (rc && !q->async_error)
         q->async_error = rc;
-    if (q->batch_len)
+    if (q->batch_len && rc != DMP_ENODE)
         s_send_batch_locked(q);
+    else if (rc == DMP_ENODE)
+        q->batch_len = 0; /* the connection is gone: nothing can carry it */
     pthread_cond_broadcast(&q->cv);
     pthread_mutex_unlock(&q->mx);
 }
@@ -359,7 +381,9 @@ dmp_queue_destroy(dmp_queue_t **q_p)
     if (!q_p || !*q_p)
         return;
     dmp_queue_t *q = *q_p;
-    s_flush(q); /* what was put reaches the owner before we go */
+    if (s_flush(q) != 0) /* what was put reaches the owner before we go */
+        dmp__log(DMP_LOG_WARN, "items put to a queue of node '%s' may be "
+                 "lost: the owner refused a batch", q->node);
     if (q->owner) {
         pthread_mutex_lock(&s_lock);
         for (dmp_queue_t **pp = &s_owned; *pp; pp = &(*pp)->next)
@@ -408,6 +432,14 @@ dmp_queue_from_value(const dmp_value_t *v, dmp_queue_t **q_p)
 void
 dmp__queue_atexit(void)
 {
+    for (size_t i = 0; i < sizeof s_open / sizeof s_open[0]; i++) {
+        pthread_mutex_lock(&s_lock);
+        dmp_queue_t *q = s_open[i];
+        pthread_mutex_unlock(&s_lock);
+        if (q && s_flush(q) != 0)
+            dmp__log(DMP_LOG_WARN, "items put to a queue of node '%s' may "
+                     "be lost: the connection failed", q->node);
+    }
     for (;;) {
         pthread_mutex_lock(&s_lock);
         dmp_queue_t *q = s_owned;

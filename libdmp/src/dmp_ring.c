@@ -947,9 +947,13 @@ dmp__ring_close_writer(dmp__ring_t *r)
     }
     bool wake = w && w->pid == 0 &&
                 __atomic_load_n(&h->sleepers[S_Q_NOT_EMPTY], __ATOMIC_RELAXED);
+    char notify[S_NOTIFY_MAX];
+    s_notify_path(h, notify);
     s_unlock(r);
     if (wake)
         s_futex_wake(&h->word[S_Q_NOT_EMPTY], INT_MAX);
+    if (notify[0] && w && w->pid == 0) /* a recv parked at the agent: EOF */
+        s_notify(notify);
     return rc;
 }
 
@@ -1247,9 +1251,13 @@ dmp__ring_task_done(dmp__ring_t *r)
         __atomic_add_fetch(&h->word[S_Q_JOINED], 1, __ATOMIC_SEQ_CST);
         wake = __atomic_load_n(&h->sleepers[S_Q_JOINED], __ATOMIC_RELAXED);
     }
+    char notify[S_NOTIFY_MAX];
+    s_notify_path(h, notify);
     s_unlock(r);
     if (wake) /* every joiner */
         s_futex_wake(&h->word[S_Q_JOINED], INT_MAX);
+    if (notify[0] && ns.unfinished == 0) /* a join parked at the agent */
+        s_notify(notify);
     return 0;
 }
 

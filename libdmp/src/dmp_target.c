@@ -49,6 +49,13 @@ dmp_current_process_name(void)
     return s_process_name;
 }
 
+void
+dmp__target_forget_node(void)
+{
+    if (strcmp(s_process_name, "MainProcess") == 0)
+        s_node[0] = '\0'; /* a child's node never changes */
+}
+
 const char *
 dmp_current_node(void)
 {

@@ -217,6 +217,7 @@ s_reply(const node_sub_t *to, uint64_t id, int rc, uint8_t *data, size_t len,
 static int
 s_put_batch(dmp__ring_t *r, const uint8_t *data, size_t len, size_t *done)
 {
+    int refused = 0;
     while (*done < len) {
         if (len - *done < 4)
             return -EINVAL;
@@ -226,11 +227,15 @@ s_put_batch(dmp__ring_t *r, const uint8_t *data, size_t len, size_t *done)
         if (n > len - *done - 4)
             return -EINVAL;
         int rc = dmp__ring_put(r, p + 4, n, 0);
-        if (rc)
+        if (rc == DMP_EFULL)
             return rc;
+        /* One refused item (too large) does not cost the items after it;
+         * its error is the batch's answer. */
+        if (rc && !refused)
+            refused = rc;
         *done += 4 + (size_t)n;
     }
-    return 0;
+    return refused;
 }
 
 /* Tries op without waiting. Returns 1 when it must wait (and should be
