@@ -63,7 +63,7 @@ void node_auth_stop(node_auth_t **auth_p);
 /* Connects to our own endpoint with a fresh unknown key and succeeds only
  * if the handshake is refused. Refusing to serve otherwise guards against
  * any misconfiguration that would let libzmq fail open. */
-int node_auth_self_test(void *ctx, const char *endpoint,
+int node_auth_self_test(node_auth_t *auth, void *ctx, const char *endpoint,
                         const char *server_pub_z85);
 
 /* ---- membership (node_peers.c) --------------------------------------- */

@@ -42,6 +42,8 @@ struct node_auth {
     double last_scan;          /* monotonic time of the last directory read */
     struct timespec dir_mtime; /* of the keys directory at that read */
     struct timespec nodes_mtime; /* of KEYS_DIR/nodes at that read */
+    uint8_t self_test_key[32];   /* the start-up self-test's stranger: its
+                                  * refusal is expected, logged at debug */
 };
 
 /* Adds the NAME.pub keys of one directory to list; `prefix` is put before
@@ -228,6 +230,11 @@ s_handle_request(node_auth_t *auth)
     }
     char fp[13];
     dmp__key_fingerprint(key, fp);
+    if (!name && memcmp(key, auth->self_test_key, 32) == 0) {
+        debug_f("refused the self-test's unknown key, as it should");
+        s_reply(auth->rep, &frames[1], "400", "key not allowed", "");
+        goto out;
+    }
     if (!name) {
         warn_f("rejected connection from %s: unknown key fingerprint=%s "
                "reason=not in allow-list", address, fp);
@@ -322,12 +329,15 @@ node_auth_stop(node_auth_t **auth_p)
 }
 
 int
-node_auth_self_test(void *ctx, const char *endpoint,
+node_auth_self_test(node_auth_t *auth, void *ctx, const char *endpoint,
                     const char *server_pub_z85)
 {
     dmp__keypair_t stranger;
     if (zmq_curve_keypair(stranger.public_z85, stranger.secret_z85) != 0)
         return -ENOTSUP;
+    /* Written before the handshake; the ZAP thread reads it after the
+     * handshake reached it through libzmq's queues (a full barrier). */
+    zmq_z85_decode(auth->self_test_key, stranger.public_z85);
     void *sock = zmq_socket(ctx, ZMQ_DEALER);
     if (!sock)
         return -ENOMEM;
@@ -341,8 +351,8 @@ node_auth_self_test(void *ctx, const char *endpoint,
                                        sizeof err);
     zmq_close(sock);
     if (rc == DMP_EAUTH) {
-        debug_f("self-test passed: an unknown key is refused on '%s'",
-                endpoint);
+        info_f("authentication self-test passed: an unknown key is refused "
+               "on '%s'", endpoint);
         return 0;
     }
     if (rc == 0) {

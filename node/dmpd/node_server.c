@@ -433,7 +433,7 @@ s_setup(node_t *node)
             dmp__strlcpy(port, any + 11, sizeof port);
             snprintf(test_ep, sizeof test_ep, "tcp://127.0.0.1:%s", port);
         }
-        if ((rc = node_auth_self_test(node->ctx, test_ep,
+        if ((rc = node_auth_self_test(node->auth, node->ctx, test_ep,
                                       node->kp.public_z85)) != 0)
             return rc;
     }
