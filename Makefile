@@ -140,3 +140,59 @@ install: all
 
 clean:
 	rm -rf $(B)
+
+# ---- Fuzzing and sanitizers (tests/fuzz/README.md) -------------------
+# The corpus replay is a unit test like the others: tests/fuzz/replay.c
+# #includes every harness, and the tests/% rule above builds it.
+UNIT += $(B)/tests/fuzz/replay
+test-unit: $(B)/tests/fuzz/replay
+$(B)/tests/fuzz/replay: $(wildcard tests/fuzz/*.c tests/fuzz/*.h)
+
+# make fuzz: each tests/fuzz/fuzz_NAME.c built with clang, libFuzzer, ASan
+# and UBSan into $(B)/fuzz/, run FUZZ_SECONDS on its corpus, new finds
+# merged into tests/fuzz/corpus/NAME/. The library is built a second time,
+# instrumented, by a recursive make into $(B)/fuzz/build.
+FUZZ_SECONDS ?= 60
+FUZZ_CC      ?= clang
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+                -fno-omit-frame-pointer -Wno-unknown-warning-option
+FUZZ_NAMES   := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_LIBS    := $(B)/fuzz/build/lib/libdmpd.a $(B)/fuzz/build/lib/libdmp.a
+
+.PHONY: fuzz fuzz-build fuzz-libs test-asan
+fuzz: fuzz-build
+	tests/fuzz/run.sh $(B)/fuzz $(FUZZ_SECONDS) $(FUZZ_NAMES)
+fuzz-build: $(FUZZ_NAMES:%=$(B)/fuzz/fuzz_%)
+fuzz-libs: deps
+	$(MAKE) B=$(B)/fuzz/build CFLAGS='-O1 -g' \
+	    CC='$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer-no-link' $(FUZZ_LIBS)
+$(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h fuzz-libs
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer $(WARN) -O1 -g \
+	    -I$(B)/fuzz/build/gen $(CPPFLAGS) $(PKG_CFLAGS) -Inode/dmpd \
+	    -o $@ $< $(FUZZ_LIBS) $(PKG_LIBS)
+
+# make test-asan: everything built with ASan and UBSan into build-asan/
+# (through CC, which every compile and link line uses: the link rules take
+# no LDFLAGS), then make test there. Any sanitizer report fails the run:
+# reports go to files in build-asan/sanitizer/, and those of processes an
+# agent starts (their environment is an allow-list, so ASAN_OPTIONS does
+# not reach them: they report on stderr, which the tests relay) are found
+# in the output, build-asan/test-asan.log. The runtimes are linked
+# statically, so that binaries shipped elsewhere (containers) run there too.
+ASAN_CC  = $(CC) -fsanitize=address,undefined -fno-omit-frame-pointer \
+           $(if $(findstring clang,$(CC)),,-static-libasan -static-libubsan)
+ASAN_LOG = $(CURDIR)/build-asan/sanitizer
+ASAN_RE  = ERROR: (Address|Leak|UndefinedBehavior)Sanitizer|runtime error:
+test-asan:
+	rm -rf $(ASAN_LOG) && mkdir -p $(ASAN_LOG)
+	{ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:log_path=$(ASAN_LOG)/asan \
+	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:log_path=$(ASAN_LOG)/ubsan \
+	  $(MAKE) B=build-asan CFLAGS='-O1 -g' CC='$(ASAN_CC)' test; \
+	  echo $$? >build-asan/test-asan.rc; } 2>&1 | tee build-asan/test-asan.log
+	@if [ -n "$$(ls -A $(ASAN_LOG))" ] || \
+	    grep -qE '$(ASAN_RE)' build-asan/test-asan.log; then \
+	    cat $(ASAN_LOG)/* 2>/dev/null; grep -nE '$(ASAN_RE)' build-asan/test-asan.log; \
+	    echo "test-asan: sanitizer reports (above; build-asan/sanitizer/, build-asan/test-asan.log)"; \
+	    exit 1; \
+	fi; exit $$(cat build-asan/test-asan.rc)
