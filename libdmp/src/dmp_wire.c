@@ -11,6 +11,7 @@
 #include "dmp_impl.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -638,6 +639,67 @@ s_from_envelope(const Dmpwire__Envelope *env, dmp__msg_t *msg)
     }
 }
 
+/* True when m or any message inside it carries fields our schema does not
+ * know. protobuf-c keeps them and packs them again at the end, so neither
+ * the size nor the bytes of a re-pack would show them. */
+static bool
+s_has_unknown_fields(const ProtobufCMessage *m)
+{
+    if (m->n_unknown_fields)
+        return true;
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        if (f->type != PROTOBUF_C_TYPE_MESSAGE)
+            continue;
+        const char *at = (const char *)m + f->offset;
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            size_t n = *(const size_t *)((const char *)m + f->quantifier_offset);
+            ProtobufCMessage *const *items = *(ProtobufCMessage *const **)at;
+            for (size_t k = 0; k < n; k++)
+                if (s_has_unknown_fields(items[k]))
+                    return true;
+            continue;
+        }
+        if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
+            uint32_t set = *(const uint32_t *)((const char *)m +
+                                               f->quantifier_offset);
+            if (set != f->id)
+                continue;
+        }
+        const ProtobufCMessage *sub = *(ProtobufCMessage *const *)at;
+        if (sub && s_has_unknown_fields(sub))
+            return true;
+    }
+    return false;
+}
+
+/* Only the canonical encoding (what our encoder writes) is accepted:
+ * packing what was unpacked must give the input back byte for byte. This
+ * catches what protobuf-c lets through silently: a string cut at an
+ * embedded NUL, fields out of order, a bool of 2, a uint32 varint with bits
+ * past 32, a field given twice. 0, DMP_EPROTO, or -ENOMEM. */
+static int
+s_check_canonical(const Dmpwire__Envelope *env, const uint8_t *buf,
+                  size_t len)
+{
+    if (s_has_unknown_fields(&env->base))
+        return DMP_EPROTO;
+    if (dmpwire__envelope__get_packed_size(env) != len)
+        return DMP_EPROTO;
+    uint8_t small[512];
+    uint8_t *out = len <= sizeof small ? small : dmp__malloc(len);
+    if (!out)
+        return -ENOMEM;
+    int rc = dmpwire__envelope__pack(env, out) == len &&
+                     memcmp(out, buf, len) == 0
+                 ? 0
+                 : DMP_EPROTO;
+    if (out != small)
+        dmp__free(out);
+    return rc;
+}
+
 int
 dmp__wire_decode(const uint8_t *buf, size_t len, dmp__msg_t *msg)
 {
@@ -647,13 +709,9 @@ dmp__wire_decode(const uint8_t *buf, size_t len, dmp__msg_t *msg)
     Dmpwire__Envelope *env = dmpwire__envelope__unpack(&s_allocator, len, buf);
     if (!env)
         return DMP_EPROTO; /* also what an allocation failure looks like */
-    /* Only the canonical encoding (what our encoder writes) is accepted:
-     * re-packing must give the same size. This catches what protobuf-c
-     * lets through silently, a string cut at an embedded NUL above all,
-     * and unknown fields. */
-    int rc = dmpwire__envelope__get_packed_size(env) == len
-                 ? s_from_envelope(env, msg)
-                 : DMP_EPROTO;
+    int rc = s_check_canonical(env, buf, len);
+    if (rc == 0)
+        rc = s_from_envelope(env, msg);
     dmpwire__envelope__free_unpacked(env, &s_allocator);
     if (rc)
         dmp__msg_clear(msg);

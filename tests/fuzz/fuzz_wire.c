@@ -10,7 +10,7 @@
  *   - no string on the wire holds a NUL (it would be cut short silently:
  *     "node1\0x" must not become "node1");
  *   - only the canonical encoding is accepted: encode writes back as
- *     many bytes (byte for byte in strict mode), and decode reads them
+ *     the same bytes, and decode reads them
  *     again to the same message;
  *   - failing any one allocation of the decode (chosen from the input)
  *     gives an error, an empty message and no leak.
@@ -454,20 +454,15 @@ FUZZ_TARGET(wire)
         rc = dmp__wire_encode(&msg, &buf, &len);
         /* A message decode accepted fits: the frame it came from did. */
         FUZZ_CHECK(rc == 0, "re-encode failed: %s", dmp_strerror(rc));
-        /* Only the canonical encoding is accepted (dmp__wire_decode), which
-         * it checks by size; version 0 is absent on the wire, and encode
+        /* Only the canonical encoding is accepted (dmp__wire_decode); version 0 is absent on the wire, and encode
          * writes DMP_PROTOCOL_VERSION (2 bytes) instead. */
         size_t want = size + (msg.version == 0 ? 2 : 0);
-        /* Unknown fields pass the size check (protobuf-c keeps and
-         * re-packs them): an open finding, checked in strict mode only
-         * (tests/fuzz/findings/wire/unknown-field-*). */
-        FUZZ_CHECK(len == want || (scan.unknown && !fuzz_strict()),
-                   "%zu bytes accepted, re-encoded to %zu (expected %zu)%s",
-                   size, len, want, scan.unknown ? "; unknown fields" : "");
-        /* Byte for byte (strict: field order, bool values other than 1,
-         * varints past 32 bits of a 5-byte uint32 keep the size). */
-        FUZZ_CHECK(!fuzz_strict() || msg.version == 0 ||
-                       memcmp(buf, data, size) == 0,
+        FUZZ_CHECK(!scan.unknown, "unknown fields accepted");
+        FUZZ_CHECK(len == want, "%zu bytes accepted, re-encoded to %zu "
+                   "(expected %zu)", size, len, want);
+        /* Byte for byte: field order, bool values other than 1, varints
+         * past 32 bits of a 5-byte uint32 keep the size. */
+        FUZZ_CHECK(msg.version == 0 || memcmp(buf, data, size) == 0,
                    "accepted a non-canonical encoding of %zu bytes", size);
         dmp__msg_t again;
         rc = dmp__wire_decode(buf, len, &again);

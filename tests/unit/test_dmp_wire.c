@@ -272,7 +272,8 @@ s_pb_sub(s_pb_t *pb, unsigned field, const s_pb_t *sub)
 /* Field numbers from proto/dmp.proto. */
 enum {
     F_ENV_ID = 1, F_ENV_VERSION = 2, F_ENV_HELLO = 10, F_ENV_ERROR = 11,
-    F_ENV_HEARTBEAT = 12, F_ENV_NODES_REPLY = 14,
+    F_ENV_HEARTBEAT = 12, F_ENV_NODES_REPLY = 14, F_ENV_RING_REPLY = 28,
+    F_RING_REPLY_DATA = 1,
     F_HELLO_VERSION = 1, F_HELLO_NODE = 2, F_HELLO_ROLE = 3,
     F_ERROR_CODE = 1, F_ERROR_TEXT = 2,
     F_HB_NODE = 1, F_HB_ADDRESS = 2,
@@ -482,34 +483,47 @@ test_wire_rejects_frame_without_body(void **state)
     s_assert_buf_rejected(env.b, 0); /* an empty frame */
 }
 
+/* A 3-byte varint, whatever the value (< 2^21): keeps sizes predictable. */
+static uint8_t *
+s_put_varint3(uint8_t *p, size_t v)
+{
+    assert_true(v >= (1u << 14) && v < (1u << 21));
+    *p++ = (uint8_t)((v & 0x7f) | 0x80);
+    *p++ = (uint8_t)(((v >> 7) & 0x7f) | 0x80);
+    *p++ = (uint8_t)(v >> 14);
+    return p;
+}
+
 static void
 test_wire_rejects_oversized_frame(void **state)
 {
     (void)state;
-    /* A valid Hello padded with an unknown field up to a given size:
-     * protobuf skips unknown fields, so only the size bound can refuse. */
-    s_pb_t hello;
-    s_pb_hello_frame(&hello, "n1", "agent");
+    /* A RingReply whose item fills the frame to a given size: the largest
+     * frame decodes, one byte more is refused before unpacking. */
+    s_pb_t head = {.n = 0};
+    s_pb_uint(&head, F_ENV_ID, 1);
+    s_pb_uint(&head, F_ENV_VERSION, DMP_PROTOCOL_VERSION);
     size_t big = DMP__WIRE_MAX + 1;
     uint8_t *buf = malloc(big);
     assert_non_null(buf);
     for (size_t total = DMP__WIRE_MAX; total <= big; total++) {
-        /* hello + tag(2 bytes) + length(3 bytes) + padding */
-        size_t pad = total - hello.n - 2 - 3;
-        assert_true(pad >= (1u << 14) && pad < (1u << 21));
-        memcpy(buf, hello.b, hello.n);
-        uint8_t *p = buf + hello.n;
-        *p++ = (uint8_t)((100u << 3 | 2) | 0x80); /* field 100, bytes */
-        *p++ = (uint8_t)((100u << 3 | 2) >> 7);
-        *p++ = (uint8_t)((pad & 0x7f) | 0x80);
-        *p++ = (uint8_t)(((pad >> 7) & 0x7f) | 0x80);
-        *p++ = (uint8_t)(pad >> 14);
-        memset(p, 'x', pad);
+        /* head + tag(2) + len(3) + [tag(1) + len(3) + item] */
+        size_t item = total - head.n - 2 - 3 - 1 - 3;
+        memcpy(buf, head.b, head.n);
+        uint8_t *p = buf + head.n;
+        *p++ = (uint8_t)((F_ENV_RING_REPLY << 3 | 2) | 0x80);
+        *p++ = (uint8_t)((F_ENV_RING_REPLY << 3 | 2) >> 7);
+        p = s_put_varint3(p, 1 + 3 + item);
+        *p++ = (uint8_t)(F_RING_REPLY_DATA << 3 | 2);
+        p = s_put_varint3(p, item);
+        memset(p, 'x', item);
         dmp__msg_t got;
         int rc = dmp__wire_decode(buf, total, &got);
         if (total <= DMP__WIRE_MAX) {
-            assert_int_equal(rc, 0); /* the frame itself is fine */
-            assert_string_equal(got.u.hello.node, "n1");
+            /* Canonical (both lengths need their 3 bytes): it decodes. */
+            assert_int_equal(rc, 0);
+            assert_int_equal(got.kind, DMP__MSG_RING_REPLY);
+            assert_int_equal(got.u.ring_reply.len, item);
             dmp__msg_clear(&got);
         } else {
             assert_int_equal(rc, DMP_EPROTO);
@@ -517,6 +531,54 @@ test_wire_rejects_oversized_frame(void **state)
         }
     }
     free(buf);
+}
+
+static void
+test_wire_rejects_unknown_fields(void **state)
+{
+    (void)state;
+    /* protobuf-c skips fields it does not know and packs them again, so
+     * only an explicit check refuses them: in the envelope and inside a
+     * message. */
+    s_pb_t env;
+    s_pb_hello_frame(&env, "n1", "agent");
+    s_pb_str(&env, 100, "extra");
+    s_assert_buf_rejected(env.b, env.n);
+
+    s_pb_t hello = {.n = 0};
+    s_pb_uint(&hello, F_HELLO_VERSION, DMP_PROTOCOL_VERSION);
+    s_pb_str(&hello, F_HELLO_NODE, "n1");
+    s_pb_str(&hello, F_HELLO_ROLE, "agent");
+    s_pb_uint(&hello, 99, 7);
+    env.n = 0;
+    s_pb_uint(&env, F_ENV_ID, 1);
+    s_pb_uint(&env, F_ENV_VERSION, DMP_PROTOCOL_VERSION);
+    s_pb_sub(&env, F_ENV_HELLO, &hello);
+    s_assert_buf_rejected(env.b, env.n);
+}
+
+static void
+test_wire_rejects_noncanonical_encodings(void **state)
+{
+    (void)state;
+    /* Same size as the canonical frame, different bytes: fields out of
+     * order, and a version varint padded with a continuation byte. */
+    s_pb_t env;
+    s_pb_hello_frame(&env, "n1", "agent");
+    dmp__msg_t got;
+    assert_int_equal(dmp__wire_decode(env.b, env.n, &got), 0);
+    dmp__msg_clear(&got);
+
+    s_pb_t swapped = {.n = 0};
+    s_pb_uint(&swapped, F_ENV_VERSION, DMP_PROTOCOL_VERSION);
+    s_pb_uint(&swapped, F_ENV_ID, 1);
+    memcpy(swapped.b + swapped.n, env.b + swapped.n, env.n - swapped.n);
+    swapped.n = env.n;
+    s_assert_buf_rejected(swapped.b, swapped.n);
+
+    s_pb_t twice = env; /* the id given twice: the last wins in protobuf */
+    s_pb_uint(&twice, F_ENV_ID, 1);
+    s_assert_buf_rejected(twice.b, twice.n);
 }
 
 static void
@@ -964,6 +1026,8 @@ main(void)
         cmocka_unit_test(test_wire_rejects_truncated_frame),
         cmocka_unit_test(test_wire_rejects_frame_without_body),
         cmocka_unit_test(test_wire_rejects_oversized_frame),
+        cmocka_unit_test(test_wire_rejects_unknown_fields),
+        cmocka_unit_test(test_wire_rejects_noncanonical_encodings),
         cmocka_unit_test(test_wire_rejects_bad_node_names),
         cmocka_unit_test(test_wire_rejects_bad_addresses),
         cmocka_unit_test(test_wire_rejects_invalid_utf8),
