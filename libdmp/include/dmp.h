@@ -479,7 +479,10 @@ DMP_EXPORT int dmp_conn_poll(dmp_conn_t *c, double timeout);
 DMP_EXPORT int dmp_conn_close(dmp_conn_t *c);
 /* Closes (if still open) and frees the handle. */
 DMP_EXPORT void dmp_conn_destroy(dmp_conn_t **c_p);
-/* The end as a value for a process's args; and back, in the child. */
+/* The end as a value for a process's args; and back, in the child:
+ * from_value gives a new handle the caller destroys. dmp_fini closes and
+ * frees every end still held (as a process's exit closes Python's
+ * connections): do not use a handle after dmp_fini. */
 DMP_EXPORT dmp_value_t *dmp_conn_value(const dmp_conn_t *c);
 DMP_EXPORT int dmp_conn_from_value(const dmp_value_t *v, dmp_conn_t **c_p);
 

@@ -22,7 +22,7 @@
 #include <string.h>
 
 struct dmp_conn {
-    struct dmp_conn *next;     /* in s_owned when this process created it */
+    struct dmp_conn *next;     /* in s_held: every end this process holds */
     char node[DMP__NAME_MAX];  /* owner */
     uint64_t id;
     char names[DMP__OBJ_RINGS_MAX][DMP__RING_NAME_MAX];
@@ -36,7 +36,19 @@ struct dmp_conn {
 };
 
 static pthread_mutex_t s_lock = PTHREAD_MUTEX_INITIALIZER;
-static dmp_conn_t *s_owned;
+/* Every end this process holds, created or opened from a value: dmp_fini
+ * closes and frees what is left, as a process's exit closes Python's
+ * connections, so a peer sees EOF and nothing leaks. */
+static dmp_conn_t *s_held;
+
+static void
+s_hold(dmp_conn_t *c)
+{
+    pthread_mutex_lock(&s_lock);
+    c->next = s_held;
+    s_held = c;
+    pthread_mutex_unlock(&s_lock);
+}
 
 /* Which ring an end sends into and receives from (-1: cannot). */
 static int
@@ -151,11 +163,8 @@ dmp_pipe(int duplex, dmp_conn_t **a_p, dmp_conn_t **b_p)
         dmp_conn_destroy(&b);
         return rc;
     }
-    pthread_mutex_lock(&s_lock);
-    a->next = b;
-    b->next = s_owned;
-    s_owned = a;
-    pthread_mutex_unlock(&s_lock);
+    s_hold(a);
+    s_hold(b);
     *a_p = a;
     *b_p = b;
     return 0;
@@ -272,13 +281,15 @@ dmp_conn_destroy(dmp_conn_t **c_p)
     dmp_conn_t *c = *c_p;
     dmp_conn_close(c);
     bool last = true;
+    pthread_mutex_lock(&s_lock);
+    for (dmp_conn_t **pp = &s_held; *pp; pp = &(*pp)->next)
+        if (*pp == c) {
+            *pp = c->next;
+            break;
+        }
+    pthread_mutex_unlock(&s_lock);
     if (c->owner) {
         pthread_mutex_lock(&s_lock);
-        for (dmp_conn_t **pp = &s_owned; *pp; pp = &(*pp)->next)
-            if (*pp == c) {
-                *pp = c->next;
-                break;
-            }
         if (c->peer) {
             c->peer->peer = NULL;
             last = false; /* the other end still uses the pipe */
@@ -321,6 +332,7 @@ dmp_conn_from_value(const dmp_value_t *v, dmp_conn_t **c_p)
         dmp__free(c);
         return rc;
     }
+    s_hold(c);
     *c_p = c;
     return 0;
 }
@@ -330,7 +342,7 @@ dmp__pipe_atexit(void)
 {
     for (;;) {
         pthread_mutex_lock(&s_lock);
-        dmp_conn_t *c = s_owned;
+        dmp_conn_t *c = s_held;
         pthread_mutex_unlock(&s_lock);
         if (!c)
             return;
