@@ -342,6 +342,11 @@ const void *dmp__handle_data(const dmp_value_t *v, size_t *len_p);
 const char *dmp__obj_route(const char *owner);
 /* True when owner is this host's agent: its rings can be mapped here. */
 bool dmp__obj_is_local(const char *owner);
+/* True when owner is the agent we talk to, whichever way: over tcp it may
+ * still run on this host (a program pointed at a local cluster), which
+ * only opening a ring tells. Segment names carry the owner's name and a
+ * random incarnation, so a ring that opens is the owner's own. */
+bool dmp__obj_may_map(const char *owner);
 /* Asks our agent for a new object (params: an ObjNew message body). */
 int dmp__obj_new(const dmp__msg_t *params, char owner[DMP__NAME_MAX],
                  uint64_t *id, char rings[][DMP__RING_NAME_MAX],

@@ -30,6 +30,13 @@ dmp__obj_is_local(const char *owner)
            strcmp(owner, dmp_client_node(c)) == 0;
 }
 
+bool
+dmp__obj_may_map(const char *owner)
+{
+    dmp_client_t *c = dmp_default_client();
+    return c && strcmp(owner, dmp_client_node(c)) == 0;
+}
+
 int
 dmp__obj_new(const dmp__msg_t *params, char owner[DMP__NAME_MAX],
              uint64_t *id, char rings[][DMP__RING_NAME_MAX], size_t *n_rings)

@@ -111,19 +111,35 @@ s_decode_handle(const uint8_t *buf, size_t len, dmp_conn_t *c)
     return (size_t)n == len ? 0 : -EINVAL;
 }
 
+/* Whether the rings of an owner that may be on this host open here
+ * (dmp__obj_may_map): all of them, or none is kept. */
+static bool
+s_open_rings(dmp_conn_t *c)
+{
+    if (!dmp__obj_may_map(c->node))
+        return false;
+    for (size_t i = 0; i < s_n_rings(c); i++)
+        if (dmp__ring_open(c->names[i], &c->rings[i]) != 0) {
+            for (size_t k = 0; k < i; k++)
+                dmp__ring_close(&c->rings[k]);
+            return false;
+        }
+    return true;
+}
+
 /* Maps the rings (owner on this host) and holds the send ring; through
  * the owner otherwise, which then holds the sending end in our name. */
 static int
 s_attach(dmp_conn_t *c)
 {
     int send = s_send_ring(c);
-    if (!dmp__obj_is_local(c->node))
+    if (!dmp__obj_is_local(c->node) && !s_open_rings(c))
         return send >= 0 ? dmp__obj_ring_op(c->node, c->id, (uint32_t)send,
                                             DMP__RING_HOLD_WRITER, NULL, 0, 0,
                                             NULL, NULL, NULL)
                          : 0;
     for (size_t i = 0; i < s_n_rings(c); i++) {
-        int rc = dmp__ring_open(c->names[i], &c->rings[i]);
+        int rc = c->rings[i] ? 0 : dmp__ring_open(c->names[i], &c->rings[i]);
         if (rc)
             return rc;
     }
@@ -379,7 +395,8 @@ s_hold_walk(const dmp_value_t *v, const char *node, pid_t pid, int depth)
     const uint8_t *data = dmp__handle_data(v, &len);
     dmp_conn_t c = {0};
     if (!data || s_decode_handle(data, len, &c) != 0 ||
-        strcmp(c.node, node) != 0 || !dmp__obj_is_local(c.node))
+        strcmp(c.node, node) != 0 ||
+        !(dmp__obj_is_local(c.node) || dmp__obj_may_map(c.node)))
         return; /* not a pipe, or not on the child's host: nothing to do */
     int send = s_send_ring(&c);
     dmp__ring_t *ring = NULL;

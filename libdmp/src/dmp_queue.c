@@ -125,13 +125,15 @@ s_decode_handle(const uint8_t *buf, size_t len, dmp_queue_t *q)
     return 0;
 }
 
-/* Maps the ring when its owner is the agent of this host. */
+/* Maps the ring when its owner is the agent of this host (or may be: then
+ * the ring opens only if it is). Else every operation goes through the
+ * owner. */
 static void
 s_attach(dmp_queue_t *q)
 {
     q->client = dmp_default_client();
-    if (dmp__obj_is_local(q->node))
-        dmp__ring_open(q->ring_name, &q->ring); /* else: through the owner */
+    if (dmp__obj_is_local(q->node) || dmp__obj_may_map(q->node))
+        dmp__ring_open(q->ring_name, &q->ring);
 }
 
 /* ---- remote operations ------------------------------------------------- */

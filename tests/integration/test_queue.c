@@ -571,7 +571,8 @@ DMP_TARGET(eo_consumer)
 typedef enum {
     S_EMBEDDED, /* dmp_init(): a private agent */
     S_IPC1,     /* cluster, the program on node1's ipc endpoint */
-    S_TCP1,     /* cluster, the program on node1's tcp endpoint */
+    S_TCP1,     /* cluster, the program on node1's tcp endpoint (on this
+                 * host: it maps node1's rings all the same) */
     S_IPC2,     /* cluster, the program on node2's ipc endpoint */
 } s_mode_t;
 
