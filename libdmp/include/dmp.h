@@ -425,7 +425,9 @@ DMP_EXPORT int dmp_queue_put(dmp_queue_t *q, const dmp_value_t *item,
                              double timeout);
 /* get(timeout): 0 and a new value (caller owns; dmp_value_destroy);
  * DMP_EEMPTY when nothing came in time (queue.Empty; timeout 0 is
- * get_nowait); DMP_ENODE. */
+ * get_nowait); DMP_ENODE; -EMSGSIZE from another host when the next item
+ * is larger than one frame (about 1 MiB; its size is in
+ * dmp_client_errmsg(dmp_default_client()); it stays in the queue). */
 DMP_EXPORT int dmp_queue_get(dmp_queue_t *q, dmp_value_t **item_p,
                              double timeout);
 /* Raw bytes instead of values (no encoding). get: caller frees *data_p

@@ -26,6 +26,9 @@
 /* Largest frame any dmp socket accepts (ZMQ_MAXMSGSIZE), checked again
  * before unpacking. Control messages are small; data frames come later. */
 #define DMP__WIRE_MAX (1u << 20)
+/* The largest item or message that crosses hosts: it travels in one frame,
+ * with room for the envelope around it. */
+#define DMP__REMOTE_ITEM_MAX (DMP__WIRE_MAX - 4096)
 #define DMP__NAME_MAX 64   /* node and key names, with the NUL */
 #define DMP__ADDR_MAX 256  /* endpoints, with the NUL */
 #define DMP__TEXT_MAX 512  /* error texts, with the NUL */
@@ -412,6 +415,11 @@ int dmp__ring_put(dmp__ring_t *ring, const void *data, size_t len,
  * -EBADF after shutdown once empty. */
 int dmp__ring_get(dmp__ring_t *ring, uint8_t **data_p, size_t *len_p,
                   double timeout);
+/* The same, for a caller that can take at most max bytes (the owner's
+ * agent answering a remote get within one frame): when the oldest item is
+ * larger, -EMSGSIZE with its size in *len_p, and the item stays. */
+int dmp__ring_get_max(dmp__ring_t *ring, uint8_t **data_p, size_t *len_p,
+                      double timeout, size_t max);
 /* Items queued now (Python's qsize, approximate by nature). */
 int64_t dmp__ring_count(dmp__ring_t *ring);
 /* JoinableQueue: every put adds an unfinished task; task_done removes one

@@ -67,7 +67,7 @@ dmp__obj_ring_op(const char *owner, uint64_t id, uint32_t ring, uint32_t op,
     dmp_client_t *c = dmp_default_client();
     if (!c)
         return -EBADF;
-    if (len > DMP__WIRE_MAX - 4096)
+    if (len > DMP__REMOTE_ITEM_MAX)
         return -EMSGSIZE; /* across hosts an item is one frame */
     dmp__msg_t req = {.kind = DMP__MSG_RING_OP}, rep;
     req.u.ring_op.obj = id;

@@ -1071,6 +1071,13 @@ int
 dmp__ring_get(dmp__ring_t *r, uint8_t **data_p, size_t *len_p,
               double timeout)
 {
+    return dmp__ring_get_max(r, data_p, len_p, timeout, SIZE_MAX);
+}
+
+int
+dmp__ring_get_max(dmp__ring_t *r, uint8_t **data_p, size_t *len_p,
+                  double timeout, size_t max)
+{
     assert(r && data_p && len_p);
     s_hdr_t *h = r->hdr;
     s_deadline_t dl = s_deadline(timeout);
@@ -1127,6 +1134,10 @@ dmp__ring_get(dmp__ring_t *r, uint8_t **data_p, size_t *len_p,
         memcpy(&ool, payload, sizeof ool);
         if (ool.size > r->item_max) {
             ool_fd = DMP_EPROTO;
+        } else if (ool.size > max) {
+            s_unlock(r); /* too big for the caller: it stays */
+            *len_p = (size_t)ool.size;
+            return -EMSGSIZE;
         } else {
             ool_fd = s_ool_open(r, &ool);
             len = (size_t)ool.size;
@@ -1139,6 +1150,11 @@ dmp__ring_get(dmp__ring_t *r, uint8_t **data_p, size_t *len_p,
             s_unlock(r); /* e.g. EMFILE: the item stays for a retry */
             return ool_fd;
         }
+    }
+    if (hd.kind == S_REC_DATA && len > max) {
+        s_unlock(r); /* too big for the caller: it stays */
+        *len_p = len;
+        return -EMSGSIZE;
     }
     if (rc == 0) {
         buf = dmp__malloc(len);

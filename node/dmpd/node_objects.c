@@ -198,7 +198,11 @@ s_reply(const node_sub_t *to, uint64_t id, int rc, uint8_t *data, size_t len,
         int64_t count)
 {
     dmp__msg_t rep = {0};
-    if (rc) {
+    if (rc == -EMSGSIZE && len) {
+        dmp__msg_error(&rep, id, rc, "the next item is %zu bytes, more than "
+                       "%u can cross hosts; it stays for getters on the "
+                       "owner's host", len, DMP__REMOTE_ITEM_MAX);
+    } else if (rc) {
         dmp__msg_error(&rep, id, rc, "%s", dmp_strerror(rc));
     } else {
         rep.id = id;
@@ -262,7 +266,9 @@ s_try(const node_sub_t *from, uint64_t req_id, struct node_obj *o,
             return 1;
         break;
     case DMP__RING_GET:
-        rc = dmp__ring_get(r, &item, &item_len, 0);
+        /* An item that a frame cannot carry stays for getters on this
+         * host; the remote getter is told its size. */
+        rc = dmp__ring_get_max(r, &item, &item_len, 0, DMP__REMOTE_ITEM_MAX);
         if (rc == DMP_EEMPTY && may_wait)
             return 1;
         break;

@@ -1392,8 +1392,6 @@ test_ends_in_children_on_two_other_nodes_talk(void **state)
 static void
 test_message_larger_than_a_frame_across_hosts_is_emsgsize(void **state)
 {
-    S_KNOWN_LIMIT(s_c.mode != S_EMBEDDED,
-                  "a remote recv of a message over one frame loses it");
     (void)state;
     dmp_conn_t *a, *b;
     s_pipe(1, &a, &b);

@@ -1698,8 +1698,6 @@ test_a_second_agent_of_the_same_name_leaves_our_rings_alone(void **state)
 static void
 test_item_larger_than_a_frame_across_hosts_is_emsgsize(void **state)
 {
-    S_KNOWN_LIMIT(s_c.mode != S_EMBEDDED,
-                  "a remote get of an item over one frame loses it");
     (void)state;
     size_t big = 2u << 20, fits = 400u * 1024;
     for (int bounded = 0; bounded < 2; bounded++) {

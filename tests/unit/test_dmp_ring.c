@@ -641,6 +641,46 @@ test_ring_big_item_goes_out_of_line_and_back(void **state)
     s_destroy(&ring, name);
 }
 
+/* get_max: an item larger than the caller can take stays, its size told;
+ * inline and out of line alike. */
+static void
+test_ring_get_max_leaves_a_bigger_item_in_place(void **state)
+{
+    (void)state;
+    char name[96];
+    s_name(name, sizeof name, "max");
+    dmp__ring_t *ring = s_create(name, 1 << 20, 0);
+    uint8_t item[1000];
+    s_item_fill(3, item, sizeof item);
+    size_t big_len = 2u << 20; /* out of line */
+    uint8_t *big = malloc(big_len);
+    assert_non_null(big);
+    s_item_fill(4, big, big_len);
+    assert_ok(dmp__ring_put(ring, item, sizeof item, 0));
+    assert_ok(dmp__ring_put(ring, big, big_len, 0));
+
+    uint8_t *data = NULL;
+    size_t len = 0;
+    assert_int_equal(dmp__ring_get_max(ring, &data, &len, 0, 999), -EMSGSIZE);
+    assert_null(data);
+    assert_int_equal(len, sizeof item);
+    assert_int_equal(dmp__ring_count(ring), 2);
+    assert_ok(dmp__ring_get_max(ring, &data, &len, 0, sizeof item));
+    assert_int_equal(len, sizeof item);
+    assert_memory_equal(data, item, sizeof item);
+    dmp__free(data);
+    data = NULL;
+
+    assert_int_equal(dmp__ring_get_max(ring, &data, &len, 0, 1u << 20),
+                     -EMSGSIZE);
+    assert_int_equal(len, big_len);
+    assert_int_equal(s_ool_entries(name), 1);
+    s_expect(ring, big, big_len); /* still there for a getter that can */
+    assert_int_equal(s_ool_entries(name), 0);
+    free(big);
+    s_destroy(&ring, name);
+}
+
 static void
 test_ring_unlink_removes_out_of_line_leftovers(void **state)
 {
@@ -1621,6 +1661,7 @@ main(int argc, char **argv)
         T(test_ring_wraps_around_with_random_sizes),
         T(test_ring_streams_random_sizes_between_processes),
         T(test_ring_big_item_goes_out_of_line_and_back),
+        T(test_ring_get_max_leaves_a_bigger_item_in_place),
         T(test_ring_unlink_removes_out_of_line_leftovers),
         T(test_ring_delivers_each_item_exactly_once_4x4),
         T(test_ring_recovers_from_a_process_killed_holding_the_lock),
