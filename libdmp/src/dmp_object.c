@@ -76,12 +76,20 @@ dmp__obj_ring_op(const char *owner, uint64_t id, uint32_t ring, uint32_t op,
     req.u.ring_op.data = (uint8_t *)data;
     req.u.ring_op.len = len;
     bool forever = isinf(timeout) || timeout > 86400.0 * 24;
-    req.u.ring_op.timeout = forever ? -1 : (timeout > 0 ? timeout : 0);
-    /* The owner answers when the operation is done or timed out; allow
-     * the network a margin on top. */
-    double wait = forever ? 86400.0 * 365 : req.u.ring_op.timeout + 10.0;
-    int rc = dmp__client_request(c, dmp__obj_route(owner), &req, &rep,
+    double deadline = dmp__now() + (timeout > 0 ? timeout : 0);
+    int rc;
+    do {
+        /* A get that waited is told "an item is there" (-EAGAIN) rather
+         * than sent it (node_objects.c): ask again, for what time is
+         * left; the owner then answers at once. */
+        double left = deadline - dmp__now();
+        req.u.ring_op.timeout = forever ? -1 : (left > 0 ? left : 0);
+        /* The owner answers when the operation is done or timed out;
+         * allow the network a margin on top. */
+        double wait = forever ? 86400.0 * 365 : req.u.ring_op.timeout + 10.0;
+        rc = dmp__client_request(c, dmp__obj_route(owner), &req, &rep,
                                  DMP__MSG_RING_REPLY, wait);
+    } while (rc == -EAGAIN && op == DMP__RING_GET);
     if (rc)
         return rc;
     if (count)

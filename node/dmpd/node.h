@@ -263,6 +263,7 @@ struct node {
     uint64_t next_fwd;
     struct node_obj *objs;      /* queues and pipes we own */
     struct node_park *parked;   /* ring operations waiting for room/items */
+    double reoffer_at;          /* items offered to parked gets, not taken */
     uint64_t next_obj;
     int wake_fd;                /* read end of RUNTIME_DIR/wake.fifo */
     int wake_wfd;               /* a write end we hold so it never EOFs */

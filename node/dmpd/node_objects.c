@@ -25,6 +25,7 @@
 
 #define OBJECTS_MAX 4096
 #define PARKED_MAX 65536
+#define REOFFER_S 0.02
 
 struct node_obj {
     struct node_obj *next;
@@ -34,6 +35,7 @@ struct node_obj {
     char names[DMP__OBJ_RINGS_MAX][DMP__RING_NAME_MAX];
     dmp__ring_t *rings[DMP__OBJ_RINGS_MAX];
     unsigned parked[DMP__OBJ_RINGS_MAX]; /* operations waiting on it */
+    int64_t offered[DMP__OBJ_RINGS_MAX];  /* this retry pass: items told */
 };
 
 struct node_park {
@@ -360,6 +362,28 @@ s_unpark(struct node_park **pp)
     dmp__free(p);
 }
 
+/* A parked get is not done in the getter's name: the getter, on another
+ * host, may have died while it waited, and the item would go with the
+ * reply. It is told that something is there (-EAGAIN) and asks again,
+ * so an item leaves the ring only for a getter alive a round trip ago.
+ * As many getters are told as there are items (all of them on EOF or
+ * shutdown), oldest first; an item still there REOFFER_S later (its
+ * getter died or is slow) is offered to the next one. True when p was
+ * answered. */
+static bool
+s_offer(struct node_park *p)
+{
+    dmp__ring_t *r = p->obj->rings[p->ring];
+    if (dmp__ring_poll(r, 0) != 1)
+        return false;
+    int64_t n = dmp__ring_count(r);
+    if (n > 0 && p->obj->offered[p->ring] >= n)
+        return false;
+    p->obj->offered[p->ring]++;
+    s_reply(&p->from, p->req_id, -EAGAIN, NULL, 0, 0);
+    return true;
+}
+
 void
 node_objects_retry(node_t *node)
 {
@@ -367,9 +391,21 @@ node_objects_retry(node_t *node)
     while (read(node->wake_fd, buf, sizeof buf) > 0)
         ; /* drain: one pass below serves every wake-up so far */
     double now = dmp__now();
+    node->reoffer_at = INFINITY;
+    for (struct node_park *p = node->parked; p; p = p->next)
+        p->obj->offered[p->ring] = 0;
     for (struct node_park **pp = &node->parked; *pp;) {
         struct node_park *p = *pp;
         bool expired = now >= p->deadline;
+        if (p->op == DMP__RING_GET && !expired) {
+            if (s_offer(p)) {
+                node->reoffer_at = now + REOFFER_S;
+                s_unpark(pp);
+            } else {
+                pp = &p->next;
+            }
+            continue;
+        }
         if (!s_try(&p->from, p->req_id, p->obj, p->ring, p->op, p->data,
                    p->len, !expired, &p->done)) {
             s_unpark(pp); /* answered: done, or Full/Empty/timeout */
@@ -382,7 +418,8 @@ node_objects_retry(node_t *node)
 double
 node_objects_next_deadline(node_t *node)
 {
-    double next = INFINITY, now = dmp__now();
+    double next = node->parked ? node->reoffer_at : INFINITY;
+    double now = dmp__now();
     for (struct node_park *p = node->parked; p; p = p->next)
         if (p->deadline < next)
             next = p->deadline;

@@ -1466,8 +1466,6 @@ test_consumer_killed_inside_get_loses_no_item(void **state)
 static void
 test_consumer_killed_while_blocked_loses_no_item(void **state)
 {
-    S_KNOWN_LIMIT(s_c.mode != S_EMBEDDED,
-                  "a get parked at the owner for a consumer that died takes the next item");
     (void)state;
     const char *where[2] = {NULL, s_node(1)};
     size_t n = s_c.mode == S_EMBEDDED ? 1 : 2;
