@@ -18,7 +18,7 @@
  * round trip: Full needs the owner's answer.
  *
  * A handle travels as a value: 'Q', the owner's name, the object id, the
- * ring's name and maxsize. The process that created a queue removes it on
+ * ring's name, maxsize and item_max. The process that created a queue removes it on
  * dmp_queue_destroy, or at dmp_fini if it did not.
  */
 #define _GNU_SOURCE
@@ -35,6 +35,8 @@ struct dmp_queue {
     uint64_t id;               /* object id at the owner */
     char ring_name[DMP__RING_NAME_MAX];
     int64_t maxsize;
+    uint64_t item_max;         /* known here, so that a pipelined put is
+                                * refused at once, not at the next call */
     dmp__ring_t *ring;         /* mapped when the owner is on this host */
     bool owner;                /* we created it: destroy removes it */
     bool closed;               /* close(): no more puts from us */
@@ -100,12 +102,14 @@ s_encode_handle(const dmp_queue_t *q, uint8_t *buf, size_t size)
     if (n < 0)
         return n;
     int m = dmp__obj_ring_name_put(buf + n, size - (size_t)n, q->ring_name);
-    if (m < 0 || (size_t)(n + m) + 8 > size)
+    if (m < 0 || (size_t)(n + m) + 16 > size)
         return -ENAMETOOLONG;
     uint8_t *p = buf + n + m;
-    for (int i = 0; i < 8; i++)
+    for (int i = 0; i < 8; i++) {
         p[i] = (uint8_t)((uint64_t)q->maxsize >> (8 * i));
-    return n + m + 8;
+        p[8 + i] = (uint8_t)(q->item_max >> (8 * i));
+    }
+    return n + m + 16;
 }
 
 static int
@@ -115,13 +119,16 @@ s_decode_handle(const uint8_t *buf, size_t len, dmp_queue_t *q)
     if (n < 0)
         return n;
     int m = dmp__obj_ring_name_get(buf + n, len - (size_t)n, q->ring_name);
-    if (m < 0 || (size_t)(n + m) + 8 != len)
+    if (m < 0 || (size_t)(n + m) + 16 != len)
         return -EINVAL;
     const uint8_t *p = buf + n + m;
-    uint64_t maxsize = 0;
-    for (int i = 0; i < 8; i++)
+    uint64_t maxsize = 0, item_max = 0;
+    for (int i = 0; i < 8; i++) {
         maxsize |= (uint64_t)p[i] << (8 * i);
+        item_max |= (uint64_t)p[8 + i] << (8 * i);
+    }
     q->maxsize = (int64_t)maxsize;
+    q->item_max = item_max;
     return 0;
 }
 
@@ -269,6 +276,7 @@ dmp_queue_new(const dmp_queue_opts_t *opts, dmp_queue_t **q_p)
     }
     dmp__strlcpy(q->ring_name, rings[0], sizeof q->ring_name);
     q->maxsize = params.u.obj_new.maxsize;
+    q->item_max = opts->item_max ? opts->item_max : 64u << 20;
     q->owner = true;
     s_attach(q);
     pthread_mutex_lock(&s_lock);
@@ -285,6 +293,8 @@ dmp_queue_put_bytes(dmp_queue_t *q, const void *data, size_t len,
 {
     if (q->closed)
         return -EBADF;
+    if (len > q->item_max)
+        return -EMSGSIZE;
     if (q->ring)
         return dmp__ring_put(q->ring, data, len, timeout);
     if (q->maxsize <= 0)
