@@ -138,6 +138,8 @@ typedef enum {
     DMP__RING_CLOSE_WRITER = 6, /* a pipe end closed: EOF for its reader */
     DMP__RING_HOLD_WRITER = 7,  /* a remote process holds a sending end */
     DMP__RING_PUT_BATCH = 8,    /* many items: u32 length + bytes each */
+    DMP__RING_POLL = 9,         /* count 1 once a get would not block */
+    DMP__RING_OP_LAST = DMP__RING_POLL,
 } dmp__ring_op_t;
 #define DMP__RING_NAME_MAX 128 /* "/dmp-NODE-INCARNATION-ID-RING" */
 #define DMP__OBJ_RINGS_MAX 2

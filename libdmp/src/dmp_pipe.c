@@ -259,21 +259,13 @@ dmp_conn_poll(dmp_conn_t *c, double timeout)
     if (ring < 0)
         return -EINVAL;
     if (!c->rings[ring]) {
-        /* Remote: ask the owner how many items wait, again every 20 ms
-         * until timeout (a remote poll cannot sleep on the futex). */
-        double deadline = dmp__now() + (timeout > 0 ? timeout : 0);
-        for (;;) {
-            int64_t n = 0;
-            int rc = dmp__obj_ring_op(c->node, c->id, (uint32_t)ring,
-                                      DMP__RING_COUNT, NULL, 0, 0, NULL, NULL,
-                                      &n);
-            if (rc)
-                return rc;
-            if (n != 0 || dmp__now() >= deadline)
-                return n != 0;
-            struct timespec ts = {0, 20 * 1000 * 1000};
-            nanosleep(&ts, NULL);
-        }
+        /* Remote: the owner answers when a recv would not block (data or
+         * EOF) or the time is up; it waits parked, as a get does. */
+        int64_t ready = 0;
+        int rc = dmp__obj_ring_op(c->node, c->id, (uint32_t)ring,
+                                  DMP__RING_POLL, NULL, 0, timeout, NULL,
+                                  NULL, &ready);
+        return rc ? rc : ready != 0;
     }
     return dmp__ring_poll(c->rings[ring], timeout);
 }

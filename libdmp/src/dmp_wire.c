@@ -593,7 +593,7 @@ s_from_envelope(const Dmpwire__Envelope *env, dmp__msg_t *msg)
         const Dmpwire__RingOp *o = env->ring_op;
         msg->kind = DMP__MSG_RING_OP;
         if (o->ring >= DMP__OBJ_RINGS_MAX || o->op < DMP__RING_PUT ||
-            o->op > DMP__RING_PUT_BATCH || isnan(o->timeout))
+            o->op > DMP__RING_OP_LAST || isnan(o->timeout))
             return DMP_EPROTO;
         msg->u.ring_op.obj = o->obj;
         msg->u.ring_op.ring = o->ring;

@@ -278,6 +278,15 @@ s_try(const node_sub_t *from, uint64_t req_id, struct node_obj *o,
         count = dmp__ring_count(r);
         rc = count < 0 ? (int)count : 0;
         break;
+    case DMP__RING_POLL:
+        /* An item, EOF or shutdown: a get would not block. Takes nothing,
+         * so it is safe to answer a waiter that may have died. */
+        rc = dmp__ring_poll(r, 0);
+        if (rc == 0 && may_wait)
+            return 1;
+        count = rc > 0;
+        rc = rc < 0 ? rc : 0;
+        break;
     case DMP__RING_TASK_DONE:
         rc = dmp__ring_task_done(r);
         break;

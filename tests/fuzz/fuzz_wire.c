@@ -229,7 +229,7 @@ s_wire_check_sane(const dmp__msg_t *m)
     case DMP__MSG_RING_OP:
         FUZZ_CHECK(m->u.ring_op.ring < DMP__OBJ_RINGS_MAX, "ring index");
         FUZZ_CHECK(m->u.ring_op.op >= DMP__RING_PUT &&
-                       m->u.ring_op.op <= DMP__RING_PUT_BATCH,
+                       m->u.ring_op.op <= DMP__RING_OP_LAST,
                    "ring op %u", m->u.ring_op.op);
         FUZZ_CHECK(!isnan(m->u.ring_op.timeout), "ring op NaN timeout");
         FUZZ_CHECK((m->u.ring_op.len == 0) == (m->u.ring_op.data == NULL),

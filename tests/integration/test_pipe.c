@@ -1386,6 +1386,57 @@ test_ends_in_children_on_two_other_nodes_talk(void **state)
     s_destroy_queue(&rb);
 }
 
+/* A remote end's poll waits at the owner, as a get does, and wakes on data
+ * and on EOF, soon after either. */
+static void
+test_remote_poll_wakes_on_data_and_on_eof(void **state)
+{
+    (void)state;
+    dmp_conn_t *a, *b;
+    s_pipe(0, &a, &b); /* the child reads a; we write b */
+    dmp_queue_t *r = s_queue();
+    dmp_process_t *p = s_script(
+        s_node(1), a, r,
+        dmp_list_of(6, s_op("poll", 0, NULL), s_op("poll", 0.3, NULL),
+                    s_op("poll", 10, NULL), s_op("recv", 0, NULL),
+                    s_op("poll", 10, NULL), s_op("recv", 0, NULL)));
+    s_destroy_conn(&a); /* our copy of the child's end */
+    s_rep_t rep = s_expect(r, 0, 0);
+    int64_t ready = -1;
+    assert_dmp_ok(dmp_value_get_int(rep.res, &ready));
+    assert_int_equal(ready, 0);
+    s_free_rep(&rep);
+    rep = s_expect(r, 1, 0); /* nothing within its timeout */
+    assert_dmp_ok(dmp_value_get_int(rep.res, &ready));
+    assert_int_equal(ready, 0);
+    assert_took(rep.t1 - rep.t0, 0.3, 0.3 + REMOTE_SLACK);
+    s_free_rep(&rep);
+    s_sleep(0.2); /* its poll(10) waits at the owner */
+    double sent = s_now();
+    s_send_str(b, "data");
+    rep = s_expect(r, 2, 0);
+    assert_dmp_ok(dmp_value_get_int(rep.res, &ready));
+    assert_int_equal(ready, 1);
+    assert_took(rep.t1 - sent, 0, REMOTE_SLACK);
+    s_free_rep(&rep);
+    rep = s_expect(r, 3, 0);
+    assert_string_equal(dmp_value_str(rep.res, NULL), "data");
+    s_free_rep(&rep);
+    s_sleep(0.2);
+    double closed = s_now();
+    assert_dmp_ok(dmp_conn_close(b));
+    rep = s_expect(r, 4, 0); /* EOF: a recv would not block */
+    assert_dmp_ok(dmp_value_get_int(rep.res, &ready));
+    assert_int_equal(ready, 1);
+    assert_took(rep.t1 - closed, 0, REMOTE_SLACK);
+    s_free_rep(&rep);
+    rep = s_expect(r, 5, DMP_EEOF);
+    s_free_rep(&rep);
+    s_join(&p, 0);
+    s_destroy_conn(&b);
+    s_destroy_queue(&r);
+}
+
 /* Across hosts a message must fit one frame: larger is a clean -EMSGSIZE
  * for a remote send, and for a remote recv of a big message sent locally
  * (which stays readable), never a lost message or connection. */
@@ -1587,6 +1638,7 @@ main(void)
     const struct CMUnitTest ipc[] = {
         COMMON,
         cmocka_unit_test(test_ends_in_children_on_two_other_nodes_talk),
+        cmocka_unit_test(test_remote_poll_wakes_on_data_and_on_eof),
         cmocka_unit_test(
             test_message_larger_than_a_frame_across_hosts_is_emsgsize),
         cmocka_unit_test(test_no_ring_is_left_in_dev_shm),
