@@ -406,7 +406,11 @@ node_objects_retry(node_t *node)
     for (struct node_park **pp = &node->parked; *pp;) {
         struct node_park *p = *pp;
         bool expired = now >= p->deadline;
-        if (p->op == DMP__RING_GET && !expired) {
+        /* Only queues: a pipe end has one reader, whose death leaves
+         * nobody else to read the message, and a recv across hosts would
+         * pay a second round trip. */
+        if (p->op == DMP__RING_GET && p->obj->type == DMP__OBJ_QUEUE &&
+            !expired) {
             if (s_offer(p)) {
                 node->reoffer_at = now + REOFFER_S;
                 s_unpark(pp);
