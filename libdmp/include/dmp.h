@@ -467,6 +467,11 @@ typedef struct dmp_conn dmp_conn_t;
 /* Two connected ends. duplex 0: *a_p only receives, *b_p only sends (as
  * Python's Pipe(False) returns (reader, writer)). */
 DMP_EXPORT int dmp_pipe(int duplex, dmp_conn_t **a_p, dmp_conn_t **b_p);
+/* send(obj): 0 once the message is in the pipe. On an end whose pipe is
+ * owned by another host, 0 once it is on its way (as a socket write
+ * returns before the peer reads): a failure to deliver it (DMP_ENODE)
+ * comes from the next call on the end; close and dmp_fini deliver what
+ * was sent first. */
 DMP_EXPORT int dmp_conn_send(dmp_conn_t *c, const dmp_value_t *obj);
 /* recv(): blocks until something arrives: 0 and a new value; DMP_EEOF. */
 DMP_EXPORT int dmp_conn_recv(dmp_conn_t *c, dmp_value_t **obj_p);

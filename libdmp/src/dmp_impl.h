@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -373,6 +374,32 @@ int dmp__obj_handle_get(const uint8_t *buf, size_t len, char type,
 int dmp__obj_ring_name_put(uint8_t *p, size_t room, const char *name);
 int dmp__obj_ring_name_get(const uint8_t *p, size_t room,
                            char name[DMP__RING_NAME_MAX]);
+
+/* ---- Pipelined puts to an owner on another host (dmp_feeder.c) ------- */
+/* Python's feeder thread, for queues and pipe ends whose ring is not
+ * mapped here: put buffers the item and returns; batches go to the owner
+ * one at a time; an error of a batch is reported by the next call. */
+typedef struct {
+    pthread_mutex_t mx;
+    pthread_cond_t cv;      /* a batch completed */
+    char node[DMP__NAME_MAX];
+    uint64_t id;
+    uint32_t ring;
+    dmp_client_t *client;   /* not dmp_default_client() at each call:
+                             * replies run while dmp_fini holds its lock */
+    uint8_t *buf;           /* items waiting to go: u32 len + bytes */
+    size_t len, cap;
+    bool inflight;          /* a batch is at the owner */
+    int error;              /* first failure of a batch, reported once */
+} dmp__feeder_t;
+
+void dmp__feeder_init(dmp__feeder_t *f, const char *node, uint64_t id,
+                      uint32_t ring);
+void dmp__feeder_fini(dmp__feeder_t *f);
+/* 0 once buffered; -EMSGSIZE over half a frame; an earlier batch's error. */
+int dmp__feeder_put(dmp__feeder_t *f, const void *data, size_t len);
+/* Waits until every item put reached the owner: 0 or a batch's error. */
+int dmp__feeder_flush(dmp__feeder_t *f);
 
 /* ---- Shared-memory ring (dmp_ring.c) --------------------------------- */
 /*

@@ -32,6 +32,10 @@ struct dmp_conn {
     bool owner;                /* created here: the last end destroyed
                                 * removes the pipe */
     bool closed;
+    bool feeding;              /* sends go through the feeder below */
+    bool owner_lost;           /* the last operation at the owner gave
+                                * DMP_ENODE: sends wait for its answer */
+    dmp__feeder_t feeder;      /* remote sends, pipelined (dmp_feeder.c) */
     struct dmp_conn *peer;     /* the other end, while both are ours */
 };
 
@@ -111,6 +115,18 @@ s_decode_handle(const uint8_t *buf, size_t len, dmp_conn_t *c)
     return (size_t)n == len ? 0 : -EINVAL;
 }
 
+/* An operation done by the owner of the rings (not mapped here). */
+static int
+s_owner_op(dmp_conn_t *c, uint32_t ring, uint32_t op, const void *data,
+           size_t len, double timeout, uint8_t **out_p, size_t *out_len,
+           int64_t *count)
+{
+    int rc = dmp__obj_ring_op(c->node, c->id, ring, op, data, len, timeout,
+                              out_p, out_len, count);
+    c->owner_lost = rc == DMP_ENODE;
+    return rc;
+}
+
 /* Whether the rings of an owner that may be on this host open here
  * (dmp__obj_may_map): all of them, or none is kept. */
 static bool
@@ -133,11 +149,15 @@ static int
 s_attach(dmp_conn_t *c)
 {
     int send = s_send_ring(c);
-    if (!dmp__obj_is_local(c->node) && !s_open_rings(c))
-        return send >= 0 ? dmp__obj_ring_op(c->node, c->id, (uint32_t)send,
-                                            DMP__RING_HOLD_WRITER, NULL, 0, 0,
-                                            NULL, NULL, NULL)
-                         : 0;
+    if (!dmp__obj_is_local(c->node) && !s_open_rings(c)) {
+        if (send < 0)
+            return 0;
+        dmp__feeder_init(&c->feeder, c->node, c->id, (uint32_t)send);
+        c->feeding = true;
+        return s_owner_op(c, (uint32_t)send,
+                                DMP__RING_HOLD_WRITER, NULL, 0, 0, NULL, NULL,
+                                NULL);
+    }
     for (size_t i = 0; i < s_n_rings(c); i++) {
         int rc = c->rings[i] ? 0 : dmp__ring_open(c->names[i], &c->rings[i]);
         if (rc)
@@ -203,8 +223,21 @@ dmp_conn_send_bytes(dmp_conn_t *c, const void *buf, size_t offset,
     const uint8_t *data = (const uint8_t *)buf + offset;
     if (c->rings[ring])
         return dmp__ring_put(c->rings[ring], data, size, DMP_FOREVER);
-    return dmp__obj_ring_op(c->node, c->id, (uint32_t)ring, DMP__RING_PUT, data,
-                            size, DMP_FOREVER, NULL, NULL, NULL);
+    /* Remote: pipelined, as a send into a socket buffer returns before
+     * the peer reads. A message too big for a batch goes alone, after
+     * the ones before it, and so does any while the owner seems lost:
+     * its answer tells whether it is back (else DMP_ENODE now). */
+    int rc;
+    if (size <= DMP__WIRE_MAX / 4 && !c->owner_lost) {
+        rc = dmp__feeder_put(&c->feeder, data, size);
+        c->owner_lost = rc == DMP_ENODE;
+        return rc;
+    }
+    rc = dmp__feeder_flush(&c->feeder);
+    return rc ? rc
+              : s_owner_op(c, (uint32_t)ring,
+                                 DMP__RING_PUT, data, size, DMP_FOREVER, NULL,
+                                 NULL, NULL);
 }
 
 int
@@ -218,7 +251,7 @@ dmp_conn_recv_bytes(dmp_conn_t *c, void **data_p, size_t *len_p)
     int rc = c->rings[ring]
                  ? dmp__ring_get(c->rings[ring], (uint8_t **)data_p, len_p,
                                  DMP_FOREVER)
-                 : dmp__obj_ring_op(c->node, c->id, (uint32_t)ring,
+                 : s_owner_op(c, (uint32_t)ring,
                                     DMP__RING_GET, NULL, 0, DMP_FOREVER,
                                     (uint8_t **)data_p, len_p, NULL);
     return rc == -EBADF ? DMP_EEOF : rc;
@@ -262,7 +295,7 @@ dmp_conn_poll(dmp_conn_t *c, double timeout)
         /* Remote: the owner answers when a recv would not block (data or
          * EOF) or the time is up; it waits parked, as a get does. */
         int64_t ready = 0;
-        int rc = dmp__obj_ring_op(c->node, c->id, (uint32_t)ring,
+        int rc = s_owner_op(c, (uint32_t)ring,
                                   DMP__RING_POLL, NULL, 0, timeout, NULL,
                                   NULL, &ready);
         return rc ? rc : ready != 0;
@@ -281,9 +314,11 @@ dmp_conn_close(dmp_conn_t *c)
         return 0;
     if (c->rings[ring])
         return dmp__ring_close_writer(c->rings[ring]);
-    return dmp__obj_ring_op(c->node, c->id, (uint32_t)ring,
-                            DMP__RING_CLOSE_WRITER, NULL, 0, 0, NULL, NULL,
-                            NULL);
+    int frc = dmp__feeder_flush(&c->feeder); /* EOF after what was sent */
+    int rc = s_owner_op(c, (uint32_t)ring,
+                              DMP__RING_CLOSE_WRITER, NULL, 0, 0, NULL, NULL,
+                              NULL);
+    return frc ? frc : rc;
 }
 
 void
@@ -313,6 +348,8 @@ dmp_conn_destroy(dmp_conn_t **c_p)
     }
     for (size_t i = 0; i < DMP__OBJ_RINGS_MAX; i++)
         dmp__ring_close(&c->rings[i]);
+    if (c->feeding)
+        dmp__feeder_fini(&c->feeder);
     dmp__free(c);
     *c_p = NULL;
 }

@@ -8,18 +8,16 @@
  * which does it on the same ring, so every item still goes to exactly one
  * getter. A blocked remote get waits at the owner, never by polling.
  *
- * Remote puts to a queue without maxsize are pipelined, as Python's feeder
- * thread does: put returns once the item is buffered; the buffer goes to
- * the owner in one batch while no batch is in flight, so under load each
- * round trip carries many items. An error of a batch (the owner gone)
+ * Remote puts to a queue without maxsize are pipelined (dmp_feeder.c), as
+ * Python's feeder thread does. An error of a batch (the owner gone)
  * comes back from the next call on the handle; every other call first
  * waits until what was put is at the owner, so a put followed by qsize or
  * get on the same handle sees its items. Bounded queues put one item per
  * round trip: Full needs the owner's answer.
  *
  * A handle travels as a value: 'Q', the owner's name, the object id, the
- * ring's name, maxsize and item_max. The process that created a queue removes it on
- * dmp_queue_destroy, or at dmp_fini if it did not.
+ * ring's name, maxsize and item_max. The process that created a queue
+ * removes it on dmp_queue_destroy, or at dmp_fini if it did not.
  */
 #define _GNU_SOURCE
 #include "dmp_impl.h"
@@ -40,19 +38,9 @@ struct dmp_queue {
     dmp__ring_t *ring;         /* mapped when the owner is on this host */
     bool owner;                /* we created it: destroy removes it */
     bool closed;               /* close(): no more puts from us */
-    pthread_mutex_t mx;        /* guards the pipelined puts below */
-    pthread_cond_t cv;         /* a batch completed */
-    uint8_t *batch;            /* items waiting to go: u32 len + bytes */
-    size_t batch_len, batch_cap;
-    bool inflight;             /* a batch is at the owner */
-    dmp_client_t *client;      /* the connection batches go through (not
-                                * dmp_default_client(): callbacks run
-                                * while dmp_fini holds the library lock) */
-    int async_error;           /* first failure of a batch, reported once */
+    bool attached;             /* the feeder is set up, q is in s_open */
+    dmp__feeder_t feeder;      /* remote puts to an unbounded queue */
 };
-
-/* A batch fills at most this much of a frame. */
-#define BATCH_MAX (DMP__WIRE_MAX / 2)
 
 static pthread_mutex_t s_lock = PTHREAD_MUTEX_INITIALIZER;
 static dmp_queue_t *s_owned;
@@ -64,32 +52,20 @@ static dmp_queue_t *s_open[1024];
 static dmp_queue_t *
 s_alloc(void)
 {
-    dmp_queue_t *q = dmp__calloc(1, sizeof *q);
-    if (q) {
-        pthread_mutex_init(&q->mx, NULL);
-        pthread_cond_init(&q->cv, NULL);
-        pthread_mutex_lock(&s_lock);
-        for (size_t i = 0; i < sizeof s_open / sizeof s_open[0]; i++)
-            if (!s_open[i]) {
-                s_open[i] = q;
-                break;
-            }
-        pthread_mutex_unlock(&s_lock);
-    }
-    return q;
+    return dmp__calloc(1, sizeof(dmp_queue_t));
 }
 
 static void
 s_free(dmp_queue_t *q)
 {
-    pthread_mutex_lock(&s_lock);
-    for (size_t i = 0; i < sizeof s_open / sizeof s_open[0]; i++)
-        if (s_open[i] == q)
-            s_open[i] = NULL;
-    pthread_mutex_unlock(&s_lock);
-    pthread_cond_destroy(&q->cv);
-    pthread_mutex_destroy(&q->mx);
-    dmp__free(q->batch);
+    if (q->attached) {
+        pthread_mutex_lock(&s_lock);
+        for (size_t i = 0; i < sizeof s_open / sizeof s_open[0]; i++)
+            if (s_open[i] == q)
+                s_open[i] = NULL;
+        pthread_mutex_unlock(&s_lock);
+        dmp__feeder_fini(&q->feeder);
+    }
     dmp__free(q);
 }
 
@@ -138,105 +114,26 @@ s_decode_handle(const uint8_t *buf, size_t len, dmp_queue_t *q)
 static void
 s_attach(dmp_queue_t *q)
 {
-    q->client = dmp_default_client();
+    dmp__feeder_init(&q->feeder, q->node, q->id, 0);
+    q->attached = true;
+    pthread_mutex_lock(&s_lock);
+    for (size_t i = 0; i < sizeof s_open / sizeof s_open[0]; i++)
+        if (!s_open[i]) {
+            s_open[i] = q;
+            break;
+        }
+    pthread_mutex_unlock(&s_lock);
     if (dmp__obj_is_local(q->node) || dmp__obj_may_map(q->node))
         dmp__ring_open(q->ring_name, &q->ring);
 }
 
 /* ---- remote operations ------------------------------------------------- */
 
-static void s_batch_done(int rc, const dmp__msg_t *rep, void *arg);
-
-/* Sends the buffered items as one batch. Caller holds q->mx. */
-static void
-s_send_batch_locked(dmp_queue_t *q)
-{
-    dmp_client_t *c = q->client;
-    dmp__msg_t req = {.kind = DMP__MSG_RING_OP};
-    req.u.ring_op.obj = q->id;
-    req.u.ring_op.op = DMP__RING_PUT_BATCH;
-    req.u.ring_op.data = q->batch;
-    req.u.ring_op.len = q->batch_len;
-    req.u.ring_op.timeout = -1; /* wait at the owner for room */
-    int rc = c ? dmp__client_send_async(c, dmp__obj_route(q->node), &req,
-                                        s_batch_done, q)
-               : -EBADF;
-    q->batch_len = 0; /* encoded by now: the buffer can fill again */
-    if (rc) {
-        if (!q->async_error)
-            q->async_error = rc;
-        return;
-    }
-    q->inflight = true;
-}
-
-/* On the client's I/O thread: a batch is at the owner (or failed). */
-static void
-s_batch_done(int rc, const dmp__msg_t *rep, void *arg)
-{
-    (void)rep;
-    dmp_queue_t *q = arg;
-    pthread_mutex_lock(&q->mx);
-    q->inflight = false;
-    if (rc && !q->async_error)
-        q->async_error = rc;
-    if (q->batch_len && rc != DMP_ENODE)
-        s_send_batch_locked(q);
-    else if (rc == DMP_ENODE)
-        q->batch_len = 0; /* the connection is gone: nothing can carry it */
-    pthread_cond_broadcast(&q->cv);
-    pthread_mutex_unlock(&q->mx);
-}
-
-/* Buffers one item for the owner; sends at once when nothing is in
- * flight. Waits while the buffer is full (memory stays bounded). */
-static int
-s_put_pipelined(dmp_queue_t *q, const void *data, size_t len)
-{
-    if (len + 4 > BATCH_MAX)
-        return -EMSGSIZE; /* across hosts an item is one frame */
-    pthread_mutex_lock(&q->mx);
-    while (q->inflight && q->batch_len + 4 + len > BATCH_MAX &&
-           !q->async_error)
-        pthread_cond_wait(&q->cv, &q->mx);
-    int rc = q->async_error;
-    q->async_error = 0;
-    if (rc == 0 && q->batch_len + 4 + len > q->batch_cap) {
-        size_t cap = q->batch_cap ? q->batch_cap : 4096;
-        while (cap < q->batch_len + 4 + len)
-            cap *= 2;
-        uint8_t *grown = dmp__realloc(q->batch, cap);
-        if (!grown)
-            rc = -ENOMEM;
-        else {
-            q->batch = grown;
-            q->batch_cap = cap;
-        }
-    }
-    if (rc == 0) {
-        uint8_t *p = q->batch + q->batch_len;
-        for (int i = 0; i < 4; i++)
-            p[i] = (uint8_t)(len >> (8 * i));
-        memcpy(p + 4, data, len);
-        q->batch_len += 4 + len;
-        if (!q->inflight)
-            s_send_batch_locked(q);
-    }
-    pthread_mutex_unlock(&q->mx);
-    return rc;
-}
-
 /* Waits until every pipelined put reached the owner; its error, if any. */
 static int
 s_flush(dmp_queue_t *q)
 {
-    pthread_mutex_lock(&q->mx);
-    while (q->inflight)
-        pthread_cond_wait(&q->cv, &q->mx);
-    int rc = q->async_error;
-    q->async_error = 0;
-    pthread_mutex_unlock(&q->mx);
-    return rc;
+    return q->attached ? dmp__feeder_flush(&q->feeder) : 0;
 }
 
 /* One RingOp at the owner, after the pipelined puts got there. */
@@ -298,7 +195,7 @@ dmp_queue_put_bytes(dmp_queue_t *q, const void *data, size_t len,
     if (q->ring)
         return dmp__ring_put(q->ring, data, len, timeout);
     if (q->maxsize <= 0)
-        return s_put_pipelined(q, data, len);
+        return dmp__feeder_put(&q->feeder, data, len);
     return s_remote(q, DMP__RING_PUT, data, len, timeout, NULL, NULL, NULL);
 }
 

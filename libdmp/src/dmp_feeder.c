@@ -1,0 +1,135 @@
+/*
+ * dmp_feeder.c - pipelined puts into a ring owned by another node.
+ *
+ * What Python's feeder thread does for a Queue: a put from this process
+ * returns once the item is buffered, and the buffer goes to the owner as
+ * one PUT_BATCH RingOp while the caller goes on. One batch is in flight at
+ * a time; items put meanwhile gather into the next one, so a fast producer
+ * sends few large frames and a slow one sends each item at once. A full
+ * buffer makes put wait (memory stays bounded); a full ring makes the
+ * batch wait at the owner, and so, in turn, the next put here.
+ *
+ * An error the owner gave a batch (an item over its item_max, the owner
+ * gone) is reported by the next call on the feeder. The reply callback
+ * runs on the client's I/O thread, never with a caller's lock held.
+ */
+#define _GNU_SOURCE
+#include "dmp_impl.h"
+
+#include <string.h>
+
+/* A batch fills at most this much of a frame. */
+#define BATCH_MAX (DMP__WIRE_MAX / 2)
+
+void
+dmp__feeder_init(dmp__feeder_t *f, const char *node, uint64_t id,
+                 uint32_t ring)
+{
+    memset(f, 0, sizeof *f);
+    pthread_mutex_init(&f->mx, NULL);
+    pthread_cond_init(&f->cv, NULL);
+    dmp__strlcpy(f->node, node, sizeof f->node);
+    f->id = id;
+    f->ring = ring;
+    f->client = dmp_default_client();
+}
+
+void
+dmp__feeder_fini(dmp__feeder_t *f)
+{
+    pthread_cond_destroy(&f->cv);
+    pthread_mutex_destroy(&f->mx);
+    dmp__free(f->buf);
+    f->buf = NULL;
+}
+
+static void s_batch_done(int rc, const dmp__msg_t *rep, void *arg);
+
+/* Sends the buffered items as one batch. Caller holds f->mx. */
+static void
+s_send_locked(dmp__feeder_t *f)
+{
+    dmp__msg_t req = {.kind = DMP__MSG_RING_OP};
+    req.u.ring_op.obj = f->id;
+    req.u.ring_op.ring = f->ring;
+    req.u.ring_op.op = DMP__RING_PUT_BATCH;
+    req.u.ring_op.data = f->buf;
+    req.u.ring_op.len = f->len;
+    req.u.ring_op.timeout = -1; /* wait at the owner for room */
+    int rc = f->client ? dmp__client_send_async(f->client,
+                                                dmp__obj_route(f->node), &req,
+                                                s_batch_done, f)
+                       : -EBADF;
+    f->len = 0; /* encoded by now: the buffer can fill again */
+    if (rc) {
+        if (!f->error)
+            f->error = rc;
+        return;
+    }
+    f->inflight = true;
+}
+
+/* On the client's I/O thread: a batch is at the owner (or failed). */
+static void
+s_batch_done(int rc, const dmp__msg_t *rep, void *arg)
+{
+    (void)rep;
+    dmp__feeder_t *f = arg;
+    pthread_mutex_lock(&f->mx);
+    f->inflight = false;
+    if (rc && !f->error)
+        f->error = rc;
+    if (f->len && rc != DMP_ENODE)
+        s_send_locked(f);
+    else if (rc == DMP_ENODE)
+        f->len = 0; /* the connection is gone: nothing can carry it */
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mx);
+}
+
+int
+dmp__feeder_put(dmp__feeder_t *f, const void *data, size_t len)
+{
+    if (len + 4 > BATCH_MAX)
+        return -EMSGSIZE; /* across hosts an item is one frame */
+    pthread_mutex_lock(&f->mx);
+    while (f->inflight && f->len + 4 + len > BATCH_MAX && !f->error)
+        pthread_cond_wait(&f->cv, &f->mx);
+    int rc = f->error;
+    f->error = 0;
+    if (rc == 0 && f->len + 4 + len > f->cap) {
+        size_t cap = f->cap ? f->cap : 4096;
+        while (cap < f->len + 4 + len)
+            cap *= 2;
+        uint8_t *grown = dmp__realloc(f->buf, cap);
+        if (!grown) {
+            rc = -ENOMEM;
+        } else {
+            f->buf = grown;
+            f->cap = cap;
+        }
+    }
+    if (rc == 0) {
+        uint8_t *p = f->buf + f->len;
+        for (int i = 0; i < 4; i++)
+            p[i] = (uint8_t)(len >> (8 * i));
+        memcpy(p + 4, data, len);
+        f->len += 4 + len;
+        if (!f->inflight)
+            s_send_locked(f);
+    }
+    pthread_mutex_unlock(&f->mx);
+    return rc;
+}
+
+int
+dmp__feeder_flush(dmp__feeder_t *f)
+{
+    pthread_mutex_lock(&f->mx);
+    while (f->inflight)
+        pthread_cond_wait(&f->cv, &f->mx);
+    int rc = f->error;
+    f->error = 0;
+    pthread_mutex_unlock(&f->mx);
+    return rc;
+}
