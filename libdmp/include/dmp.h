@@ -473,7 +473,10 @@ DMP_EXPORT int dmp_pipe(int duplex, dmp_conn_t **a_p, dmp_conn_t **b_p);
  * comes from the next call on the end; close and dmp_fini deliver what
  * was sent first. */
 DMP_EXPORT int dmp_conn_send(dmp_conn_t *c, const dmp_value_t *obj);
-/* recv(): blocks until something arrives: 0 and a new value; DMP_EEOF. */
+/* recv(): blocks until something arrives: 0 and a new value; DMP_EEOF;
+ * -EMSGSIZE on an end whose pipe is owned by another host when the next
+ * message is larger than one frame (about 1 MiB; it stays readable on the
+ * owner's host). */
 DMP_EXPORT int dmp_conn_recv(dmp_conn_t *c, dmp_value_t **obj_p);
 /* send_bytes(buf, offset, size) and recv_bytes: raw messages. */
 DMP_EXPORT int dmp_conn_send_bytes(dmp_conn_t *c, const void *buf,
