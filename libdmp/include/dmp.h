@@ -58,7 +58,8 @@ extern "C" {
     XX(EKEY, -1013, "invalid or unsafe key file")                             \
     XX(ELOCKED, -1014, "runtime directory is in use by another agent")        \
     XX(ENOAGENT, -1015, "cannot start the local agent")                   \
-    XX(EBINARY, -1016, "executable not in the node's binary cache")
+    XX(EBINARY, -1016, "executable not in the node's binary cache")        \
+    XX(EWORKER, -1017, "a task kept killing its pool worker")
 
 enum {
 #define DMP_XX_ENUM(name, code, text) DMP_##name = (code),
@@ -305,7 +306,7 @@ typedef enum {
     DMP_VALUE_BYTES = 5,
     DMP_VALUE_LIST = 6,
     DMP_VALUE_MAP = 7,
-    DMP_VALUE_HANDLE = 8, /* a queue, connection, ... (dmp_queue_value) */
+    DMP_VALUE_HANDLE = 8, /* a queue, connection, Value, ... (dmp_queue_value) */
 } dmp_value_type_t;
 
 DMP_EXPORT dmp_value_t *dmp_none(void);
@@ -495,6 +496,582 @@ DMP_EXPORT void dmp_conn_destroy(dmp_conn_t **c_p);
  * connections): do not use a handle after dmp_fini. */
 DMP_EXPORT dmp_value_t *dmp_conn_value(const dmp_conn_t *c);
 DMP_EXPORT int dmp_conn_from_value(const dmp_value_t *v, dmp_conn_t **c_p);
+
+/* ---- Pool ------------------------------------------------------------- */
+
+/*
+ * Python's Pool, with workers on any nodes of the cluster. A task is a
+ * registered function, found by name in the workers (the same executable,
+ * re-entered through dmp_init, as for targets):
+ *
+ *     DMP_TASK(square)          int square(const dmp_value_t *arg,
+ *     {                                    dmp_value_t **result)
+ *         int64_t x;
+ *         if (dmp_value_get_int(arg, &x) != 0)
+ *             return -EINVAL;
+ *         *result = dmp_int(x * x);
+ *         return 0;
+ *     }
+ *
+ * `arg` is the item (map, imap, imap_unordered) or the list of arguments
+ * (starmap, apply: Python's f(*args)); borrowed for the call. On success a
+ * task returns 0 and sets *result to a new value (the pool takes it;
+ * leaving NULL means None). On failure it returns a non-zero code, as a
+ * Python task raises: the call that ran it then fails with DMP_EREMOTE,
+ * and the code and a text come back with it (..._error, ..._errmsg). The
+ * text is *result when the task set it to a str, else dmp_strerror(code).
+ *
+ * The same signature serves `dmp map MODULE.so:FUNC`: there FUNC is a
+ * plain exported function of a shared object (no registration), called
+ * with each input line as a str; a str result prints as it is, another
+ * value as its repr. Build it with `cc -shared -fPIC -o m.so m.c`: the dmp
+ * functions it calls come from the dmp worker that loads it.
+ *
+ * Beyond Python: when a worker or its node dies, what it had not finished
+ * runs again on another worker and a replacement starts; every result is
+ * delivered once. A task that kills its worker again and again (a crash,
+ * a signal) fails with DMP_EWORKER, naming it, after `retries` runs.
+ */
+typedef int (*dmp_task_fn)(const dmp_value_t *arg, dmp_value_t **result);
+
+typedef struct dmp_task {
+    const char *name;
+    dmp_task_fn fn;
+    struct dmp_task *next; /* the registry's link; leave NULL */
+} dmp_task_t;
+
+/* Adds a task to the registry (normally through DMP_TASK, before main). */
+DMP_EXPORT void dmp_task_register(dmp_task_t *task);
+
+/* Defines and registers a task:  DMP_TASK(f) { *result = ...; return 0; } */
+#define DMP_TASK(fn)                                                         \
+    static int fn(const dmp_value_t *arg, dmp_value_t **result);             \
+    static dmp_task_t dmp_task_##fn = {#fn, fn, NULL};                       \
+    __attribute__((constructor)) static void dmp_task_init_##fn(void)        \
+    {                                                                        \
+        dmp_task_register(&dmp_task_##fn);                                   \
+    }                                                                        \
+    static int fn(const dmp_value_t *arg, dmp_value_t **result)
+
+typedef struct dmp_pool dmp_pool_t;
+typedef struct dmp_async dmp_async_t; /* AsyncResult */
+typedef struct dmp_imap dmp_imap_t;   /* the iterator imap returns */
+
+typedef struct {
+    /* Workers. 0: as many as the chosen nodes have cores. */
+    int processes;
+    /* A registered target (DMP_TARGET) each worker runs once, with
+     * initargs as its args, before its first task; a non-zero return
+     * stops that worker (and, when every try fails, the pool's calls fail
+     * with DMP_EREMOTE). NULL: none. */
+    const char *initializer;
+    const dmp_value_t *initargs; /* a list, borrowed and copied; NULL: [] */
+    /* Chunks a worker runs before a fresh one replaces it; 0: no limit. */
+    int maxtasksperchild;
+    /* Where the workers run: "local" (the node this program talks to),
+     * "spread" (every alive node, by cores), a node name, or names
+     * separated by commas. NULL: $DMP_PLACE, else "local". */
+    const char *placement;
+    /* How many times a chunk runs again after its worker died while
+     * running it (a crash or a signal; a lost node does not count).
+     * 0: 3. Negative: never. */
+    int retries;
+} dmp_pool_opts_t;
+
+/*
+ * Python's callback and error_callback in one: called once when an
+ * async call is ready, on the pool's own thread (it must not block or call
+ * the pool's waiting functions). rc 0: result (borrowed for the call) is
+ * the value; else rc is what get returns and errmsg says why.
+ */
+typedef void (*dmp_async_fn)(int rc, const dmp_value_t *result,
+                             const char *errmsg, void *arg);
+
+/* Pool(processes, initializer, initargs, maxtasksperchild): starts the
+ * workers. opts may be NULL. -EINVAL: a negative count, no such
+ * initializer, initargs not a list, a bad placement; DMP_ENODE: a named
+ * node is unknown or dead, or no worker could start. */
+DMP_EXPORT int dmp_pool_new(const dmp_pool_opts_t *opts, dmp_pool_t **pool_p);
+
+/* map(func, iterable, chunksize): the task on every item of the list
+ * `items`; *results_p gets the list of results, in order (caller owns).
+ * chunksize 0 is Python's default: len / (4 x workers), rounded up.
+ * Errors: DMP_EREMOTE when a task failed (the first failure to arrive,
+ * as in Python: dmp_pool_error, dmp_pool_errmsg tell more), DMP_EWORKER,
+ * -EINVAL (no such task, items not a list), -EBADF (pool closed),
+ * -ECANCELED (pool terminated meanwhile), -EMSGSIZE (an item or result
+ * too large to cross hosts: one frame, about 1 MiB). */
+DMP_EXPORT int dmp_pool_map(dmp_pool_t *pool, const char *task,
+                            const dmp_value_t *items, size_t chunksize,
+                            dmp_value_t **results_p);
+/* starmap: each item is a list of arguments (-EINVAL otherwise), which
+ * the task receives as its arg. */
+DMP_EXPORT int dmp_pool_starmap(dmp_pool_t *pool, const char *task,
+                                const dmp_value_t *items, size_t chunksize,
+                                dmp_value_t **results_p);
+/* apply(func, args): args a list (NULL: []), the task's arg. */
+DMP_EXPORT int dmp_pool_apply(dmp_pool_t *pool, const char *task,
+                              const dmp_value_t *args,
+                              dmp_value_t **result_p);
+
+/* The _async forms return at once with an AsyncResult in *ar_p (caller
+ * destroys it; ar_p may be NULL when only the callback matters). The
+ * callback (may be NULL) runs once when the call is ready. Items and
+ * args are copied. */
+DMP_EXPORT int dmp_pool_map_async(dmp_pool_t *pool, const char *task,
+                                  const dmp_value_t *items, size_t chunksize,
+                                  dmp_async_fn callback, void *arg,
+                                  dmp_async_t **ar_p);
+DMP_EXPORT int dmp_pool_starmap_async(dmp_pool_t *pool, const char *task,
+                                      const dmp_value_t *items,
+                                      size_t chunksize, dmp_async_fn callback,
+                                      void *arg, dmp_async_t **ar_p);
+DMP_EXPORT int dmp_pool_apply_async(dmp_pool_t *pool, const char *task,
+                                    const dmp_value_t *args,
+                                    dmp_async_fn callback, void *arg,
+                                    dmp_async_t **ar_p);
+
+/* imap / imap_unordered: an iterator over the results, in order or as
+ * they complete. chunksize 0 means 1, as in Python. */
+DMP_EXPORT int dmp_pool_imap(dmp_pool_t *pool, const char *task,
+                             const dmp_value_t *items, size_t chunksize,
+                             dmp_imap_t **it_p);
+DMP_EXPORT int dmp_pool_imap_unordered(dmp_pool_t *pool, const char *task,
+                                       const dmp_value_t *items,
+                                       size_t chunksize, dmp_imap_t **it_p);
+
+/* close(): no more calls (-EBADF after); workers exit once every call is
+ * done. terminate(): stop the workers now; unfinished calls fail with
+ * -ECANCELED. join(timeout): waits for the workers to exit after close or
+ * terminate (-EINVAL before either, as Python's ValueError); 0 or
+ * -ETIMEDOUT. */
+DMP_EXPORT int dmp_pool_close(dmp_pool_t *pool);
+DMP_EXPORT int dmp_pool_terminate(dmp_pool_t *pool);
+DMP_EXPORT int dmp_pool_join(dmp_pool_t *pool, double timeout);
+/* terminate() unless joined, then frees (Python's `with Pool() as p:`).
+ * Safe on NULL; nulls *pool_p. */
+DMP_EXPORT void dmp_pool_destroy(dmp_pool_t **pool_p);
+
+/* How many workers the pool keeps running. */
+DMP_EXPORT int dmp_pool_processes(const dmp_pool_t *pool);
+/* The original code and the text of the last failed map, starmap or
+ * apply of this pool (0 and "" when none failed). Borrowed. */
+DMP_EXPORT int dmp_pool_error(const dmp_pool_t *pool);
+DMP_EXPORT const char *dmp_pool_errmsg(const dmp_pool_t *pool);
+
+/* AsyncResult.get(timeout): 0 and a new copy of the result (caller owns);
+ * -ETIMEDOUT when not ready in time; else the call's error, as the
+ * synchronous forms return. wait(timeout): 0 once ready, -ETIMEDOUT.
+ * ready(): 1 or 0. successful(): 1 or 0, -EINVAL when not ready (Python's
+ * ValueError). */
+DMP_EXPORT int dmp_async_get(dmp_async_t *ar, dmp_value_t **result_p,
+                             double timeout);
+DMP_EXPORT int dmp_async_wait(dmp_async_t *ar, double timeout);
+DMP_EXPORT int dmp_async_ready(dmp_async_t *ar);
+DMP_EXPORT int dmp_async_successful(dmp_async_t *ar);
+/* When it failed: the task's own code (or the call's error) and text.
+ * Borrowed; valid until destroy. 0 and "" otherwise. */
+DMP_EXPORT int dmp_async_error(dmp_async_t *ar);
+DMP_EXPORT const char *dmp_async_errmsg(dmp_async_t *ar);
+/* The call goes on without its handle. Safe on NULL; nulls *ar_p. */
+DMP_EXPORT void dmp_async_destroy(dmp_async_t **ar_p);
+
+/* next(timeout): 0 and the next result (caller owns); DMP_EEOF after the
+ * last one (StopIteration); -ETIMEDOUT; or that item's error
+ * (DMP_EREMOTE, ...: iteration goes on with the next item). */
+DMP_EXPORT int dmp_imap_next(dmp_imap_t *it, dmp_value_t **item_p,
+                             double timeout);
+/* The item index (0-based, in the input) the last next() was about. */
+DMP_EXPORT size_t dmp_imap_index(const dmp_imap_t *it);
+/* The last failed next()'s original code and text. Borrowed. */
+DMP_EXPORT int dmp_imap_error(const dmp_imap_t *it);
+DMP_EXPORT const char *dmp_imap_errmsg(const dmp_imap_t *it);
+DMP_EXPORT void dmp_imap_destroy(dmp_imap_t **it_p);
+
+/* ---- Shared memory: Value and Array ----------------------------------- */
+
+/*
+ * Python's Value, Array, RawValue and RawArray (multiprocessing.sharedctypes)
+ * and the lock of a Value or Array (get_lock(): an RLock). An object is
+ * owned by the node where it is created. Processes on that host map its
+ * shared-memory segment and work on it directly; the lock is a
+ * process-shared robust mutex, so a holder killed while holding it does
+ * not block the others: the next acquirer gets DMP_EOWNERDEAD, once.
+ * Processes on other hosts use the same handle: every read, write, lock
+ * operation and add goes through the owning node, and mutual exclusion
+ * holds between local and remote holders. A remote holder that dies (or
+ * is cut off) loses the lock when its lease runs out (the owner's
+ * heartbeat x liveness, renewed in the background while it lives).
+ *
+ * Typecodes, as Python's array module (l and L are 64-bit, as C long on
+ * 64-bit Linux, on every host):
+ *   'c' char (an unsigned byte here)  'b' int8_t   'B' uint8_t
+ *   'h' int16_t  'H' uint16_t  'i' int32_t  'I' uint32_t
+ *   'l' int64_t  'L' uint64_t  'q' int64_t  'Q' uint64_t
+ *   'f' float    'd' double
+ *
+ * As in Python, each get and set of a Value or Array takes its lock for
+ * the moment of the access (a thread holding it already just goes on); a
+ * RawValue or RawArray has no lock, and an element is still read and
+ * written in one piece. Indexes may be negative, counted from the end.
+ * A handle travels to child processes as a value (dmp_shared_value)
+ * inside their arguments, like a queue's. The object lives until no
+ * process holds a handle any more (a dead process holds none), or until
+ * its node's agent stops. Do not use a handle after dmp_fini, which lets
+ * go of every one still held (releasing the lock if held).
+ */
+typedef struct dmp_shared dmp_shared_t;
+typedef struct dmp_lock dmp_lock_t;
+
+/* Value(typecode, init, lock=lock): one element. init points at one C
+ * value of the typecode's type (int32_t for 'i', double for 'd', ...);
+ * NULL: zero. lock 0 makes a RawValue (no lock, dmp_shared_get_lock
+ * gives NULL). -EINVAL for a bad typecode; DMP_ENODE. */
+DMP_EXPORT int dmp_shared_value_new(char typecode, const void *init,
+                                    int lock, dmp_shared_t **s_p);
+/* Array(typecode, size_or_initializer, lock=lock): `size` elements, from
+ * init (size C values of the typecode's type) or zero when init is NULL.
+ * -EINVAL for a bad typecode or size 0 (or over 2^36 bytes). */
+DMP_EXPORT int dmp_shared_array_new(char typecode, size_t size,
+                                    const void *init, int lock,
+                                    dmp_shared_t **s_p);
+/* len(): elements (1 for a Value); the typecode; sizeof one element. */
+DMP_EXPORT size_t dmp_shared_len(const dmp_shared_t *s);
+DMP_EXPORT char dmp_shared_typecode(const dmp_shared_t *s);
+DMP_EXPORT size_t dmp_shared_itemsize(const dmp_shared_t *s);
+
+/* v.value / a[i]: element i (0 for a Value). get_int: -EINVAL for 'f'
+ * and 'd' (read those with get_double, which reads every typecode; L and
+ * Q above INT64_MAX come back as their two's complement: use
+ * dmp_shared_read for them). set_int stores into any typecode, wrapping
+ * to the element's width as ctypes does; set_double: 'f' and 'd' only
+ * (-EINVAL otherwise, Python's TypeError). -EINVAL when i is out of
+ * range (Python's IndexError); DMP_ENODE when the owner is unreachable. */
+DMP_EXPORT int dmp_shared_get_int(dmp_shared_t *s, int64_t i, int64_t *out);
+DMP_EXPORT int dmp_shared_set_int(dmp_shared_t *s, int64_t i, int64_t v);
+DMP_EXPORT int dmp_shared_get_double(dmp_shared_t *s, int64_t i,
+                                     double *out);
+DMP_EXPORT int dmp_shared_set_double(dmp_shared_t *s, int64_t i, double v);
+/* a[start:start+count] into buf / from buf, as C values of the typecode's
+ * type (count x itemsize bytes), in one piece under the lock. -EINVAL
+ * when the range is not inside the object (no clamping: Python's slice
+ * assignment of another length is an error too). */
+DMP_EXPORT int dmp_shared_read(dmp_shared_t *s, size_t start, size_t count,
+                               void *buf);
+DMP_EXPORT int dmp_shared_write(dmp_shared_t *s, size_t start, size_t count,
+                                const void *buf);
+/* Atomic a[i] += delta without taking the lock (beyond Python: no lost
+ * update between adds, however many processes add; an add does not wait
+ * for a holder of the lock, so do not mix it with read-modify-write under
+ * the lock on the same element). *after (may be NULL) gets the new value.
+ * add on 'f'/'d' adds the delta as a double; add_double: 'f' and 'd' only
+ * (-EINVAL otherwise). */
+DMP_EXPORT int dmp_shared_add(dmp_shared_t *s, int64_t i, int64_t delta,
+                              int64_t *after);
+DMP_EXPORT int dmp_shared_add_double(dmp_shared_t *s, int64_t i,
+                                     double delta, double *after);
+
+/* get_lock(): the object's lock, a recursive lock (Python's RLock: the
+ * thread holding it may acquire it again, and must release it as many
+ * times). Borrowed; valid while s is. NULL for a RawValue or RawArray. */
+DMP_EXPORT dmp_lock_t *dmp_shared_get_lock(dmp_shared_t *s);
+/* acquire(timeout): 0 once held; -ETIMEDOUT when it was not free in time
+ * (0: do not wait, Python's acquire(False); DMP_FOREVER: no limit);
+ * DMP_EOWNERDEAD: held now, but the previous holder died holding it (or
+ * its lease ran out), so what it protects may be half-updated: told to one
+ * acquirer only; release it as usual. DMP_ENODE when the owner is
+ * unreachable. */
+DMP_EXPORT int dmp_lock_acquire(dmp_lock_t *lock, double timeout);
+/* release(): 0; -EPERM when the calling thread does not hold it (Python's
+ * RuntimeError "cannot release un-acquired lock"), also for a remote
+ * holder whose lease ran out meanwhile (the lock was given to another). */
+DMP_EXPORT int dmp_lock_release(dmp_lock_t *lock);
+/* Whether the calling thread holds it. */
+DMP_EXPORT int dmp_lock_is_owned(const dmp_lock_t *lock);
+
+/* The handle as a value, to pass in a process's args. NULL on ENOMEM. */
+DMP_EXPORT dmp_value_t *dmp_shared_value(const dmp_shared_t *s);
+/* Opens the object a value carries (in a child, from its args): a handle
+ * the caller destroys (opening one object twice in a process gives the
+ * same handle, counted twice). -EINVAL when v is not a Value or Array;
+ * -EBADF when the object is gone. */
+DMP_EXPORT int dmp_shared_from_value(const dmp_value_t *v, dmp_shared_t **s_p);
+/* Lets go of the handle (releasing the lock if this process holds it
+ * through it). The object is removed once no process holds a handle.
+ * Safe on NULL; nulls *s_p. */
+DMP_EXPORT void dmp_shared_destroy(dmp_shared_t **s_p);
+
+/* ---- Manager ---------------------------------------------------------- */
+
+/*
+ * Python's Manager() / BaseManager: a server process holding shared
+ * objects, which other processes use through proxies. The server is a dmp
+ * process (the same executable, re-entered through dmp_init), started on
+ * any node and reaped by that node's agent. Clients on its host talk to it
+ * through shared-memory rings (no agent hop); clients on other hosts, and
+ * programs outside the cluster, through the agents (CurveZMQ, allow-list).
+ *
+ * A proxy travels to a child as a value (dmp_proxy_value) and is stored in
+ * a container the same way: a dict or list holding a proxy value holds a
+ * reference to that object (Python 3.6+ nested proxies); read it back and
+ * open it with dmp_proxy_from_value.
+ *
+ * Every call returns 0 or an error; every call on a proxy may also fail
+ * with DMP_ENODE when the manager is gone (dead process or node; the text
+ * is in dmp_manager_errmsg), never hangs on a dead manager. Errors as
+ * Python raises them: KeyError, IndexError, ValueError (not found) ->
+ * -ENOENT, -ERANGE, -ENOENT; TypeError -> -EINVAL; a call on a proxy of
+ * the wrong type -> -EINVAL. Objects live until the manager shuts down.
+ *
+ * Beyond Python: a client that dies releases the locks, semaphores and
+ * condition locks it held; the next acquirer gets DMP_EOWNERDEAD once (it
+ * holds the lock then), as a robust mutex says. A barrier a waiter died
+ * in is broken (DMP_EBROKEN). A client reconnects to a restarted manager.
+ * Calls on one connection are serialised: a thread blocked in acquire
+ * holds it; give other threads their own dmp_manager_connect.
+ */
+typedef struct dmp_manager dmp_manager_t;
+typedef struct dmp_proxy dmp_proxy_t;
+
+typedef enum {
+    DMP_PROXY_DICT = 1,
+    DMP_PROXY_LIST = 2,
+    DMP_PROXY_VALUE = 3,
+    DMP_PROXY_ARRAY = 4,
+    DMP_PROXY_NAMESPACE = 5,
+    DMP_PROXY_LOCK = 6,
+    DMP_PROXY_RLOCK = 7,
+    DMP_PROXY_SEMAPHORE = 8,
+    DMP_PROXY_BOUNDED_SEMAPHORE = 9,
+    DMP_PROXY_CONDITION = 10,
+    DMP_PROXY_EVENT = 11,
+    DMP_PROXY_BARRIER = 12,
+    DMP_PROXY_QUEUE = 13, /* a JoinableQueue */
+} dmp_proxy_type_t;
+
+typedef struct {
+    /* The manager's name in the cluster (1-63 of [A-Za-z0-9._-]), by which
+     * dmp_manager_connect finds it; -EEXIST when a live manager has it.
+     * NULL: "manager-PID-N", unique to this program. */
+    const char *name;
+    /* Where it runs: a node name, "local", "spread". NULL: "local" (the
+     * node this program talks to; not $DMP_PLACE). */
+    const char *node;
+} dmp_manager_opts_t;
+
+/* Manager().start(): starts the server and connects to it. opts may be
+ * NULL. The server is a daemon of this program: dmp_fini stops it, as a
+ * Python manager ends with its program (dmp_manager_shutdown stops it
+ * earlier). -EEXIST (name taken), DMP_ENODE, -EINVAL. */
+DMP_EXPORT int dmp_manager_start(const dmp_manager_opts_t *opts,
+                                 dmp_manager_t **m_p);
+/*
+ * BaseManager(address, authkey).connect(). address_or_name is
+ *   "NAME"                      a manager of the cluster this program
+ *                               joined (dmp_init), found through the
+ *                               agents (this node first, then the others)
+ *   "NAME@NODE"                 the same, asking only NODE
+ *   "NAME@tcp://HOST:PORT"      from outside: joins the cluster through
+ *                               that node, authenticated with `key` (a
+ *                               client secret key file in the nodes'
+ *                               allow-list; NULL: $DMP_KEY) and pinning
+ *                               the node's public key from
+ *                               $DMP_SERVER_KEY, as dmp_init does
+ * -ENOENT no such manager, DMP_EAUTH, DMP_ESERVERKEY, DMP_ENODE.
+ */
+DMP_EXPORT int dmp_manager_connect(const char *address_or_name,
+                                   const char *key, dmp_manager_t **m_p);
+/* shutdown(): stops the server (every client's next call gets DMP_ENODE)
+ * and waits for it to exit when this program started it. */
+DMP_EXPORT int dmp_manager_shutdown(dmp_manager_t *m);
+/* Closes the connection (and, for the program that started it, shuts the
+ * server down). Safe on NULL; nulls *m_p. Proxies opened from it stay
+ * usable (they hold their own reference to the connection). */
+DMP_EXPORT void dmp_manager_destroy(dmp_manager_t **m_p);
+/* The manager's name and node. Borrowed; valid until destroy. */
+DMP_EXPORT const char *dmp_manager_name(const dmp_manager_t *m);
+DMP_EXPORT const char *dmp_manager_node(const dmp_manager_t *m);
+/* Text of the last failed call on this connection, or "". Borrowed. */
+DMP_EXPORT const char *dmp_manager_errmsg(const dmp_manager_t *m);
+
+/*
+ * New shared objects, as manager.dict(), manager.list(seq), ... `name`
+ * NULL: anonymous; else the object is also found by dmp_manager_lookup
+ * (-EEXIST when the name is taken). Initial values are copied. Each
+ * returns a new proxy the caller destroys.
+ */
+DMP_EXPORT int dmp_manager_dict(dmp_manager_t *m, const char *name,
+                                const dmp_value_t *init, dmp_proxy_t **p_p);
+DMP_EXPORT int dmp_manager_list(dmp_manager_t *m, const char *name,
+                                const dmp_value_t *init, dmp_proxy_t **p_p);
+/* Value(typecode, v) and Array(typecode, list): typecodes c b B h H i I l
+ * L q Q f d; items are checked against the typecode (-EINVAL, -ERANGE). */
+DMP_EXPORT int dmp_manager_value(dmp_manager_t *m, const char *name,
+                                 char typecode, const dmp_value_t *init,
+                                 dmp_proxy_t **p_p);
+DMP_EXPORT int dmp_manager_array(dmp_manager_t *m, const char *name,
+                                 char typecode, const dmp_value_t *init,
+                                 dmp_proxy_t **p_p);
+DMP_EXPORT int dmp_manager_namespace(dmp_manager_t *m, const char *name,
+                                     dmp_proxy_t **p_p);
+DMP_EXPORT int dmp_manager_lock(dmp_manager_t *m, const char *name,
+                                dmp_proxy_t **p_p);
+DMP_EXPORT int dmp_manager_rlock(dmp_manager_t *m, const char *name,
+                                 dmp_proxy_t **p_p);
+DMP_EXPORT int dmp_manager_semaphore(dmp_manager_t *m, const char *name,
+                                     int64_t value, dmp_proxy_t **p_p);
+DMP_EXPORT int dmp_manager_bounded_semaphore(dmp_manager_t *m,
+                                             const char *name, int64_t value,
+                                             dmp_proxy_t **p_p);
+/* Condition(lock): lock a Lock or RLock proxy of the same manager, or
+ * NULL for a new RLock. */
+DMP_EXPORT int dmp_manager_condition(dmp_manager_t *m, const char *name,
+                                     const dmp_proxy_t *lock,
+                                     dmp_proxy_t **p_p);
+DMP_EXPORT int dmp_manager_event(dmp_manager_t *m, const char *name,
+                                 dmp_proxy_t **p_p);
+DMP_EXPORT int dmp_manager_barrier(dmp_manager_t *m, const char *name,
+                                   int64_t parties, dmp_proxy_t **p_p);
+/* Queue(maxsize) / JoinableQueue(maxsize): maxsize <= 0 no limit. */
+DMP_EXPORT int dmp_manager_queue(dmp_manager_t *m, const char *name,
+                                 int64_t maxsize, dmp_proxy_t **p_p);
+/* The object created under `name`: -ENOENT when there is none. */
+DMP_EXPORT int dmp_manager_lookup(dmp_manager_t *m, const char *name,
+                                  dmp_proxy_t **p_p);
+
+/* Proxies. value: the proxy as a value (for args, or to store in a
+ * container; NULL on ENOMEM). from_value: a new proxy for the object a
+ * value names, connecting to its manager if this process is not yet
+ * (-EINVAL when v is not a proxy value). */
+DMP_EXPORT dmp_value_t *dmp_proxy_value(const dmp_proxy_t *p);
+DMP_EXPORT int dmp_proxy_from_value(const dmp_value_t *v, dmp_proxy_t **p_p);
+DMP_EXPORT dmp_proxy_type_t dmp_proxy_type(const dmp_proxy_t *p);
+/* str(proxy) as Python prints it: {'key': 'Python2'}, [0, 1],
+ * Value('i', 5), array('i', [0, 1]), Namespace(x=1), <Lock(unlocked)>.
+ * As snprintf: returns the length the full text needs, or an error. */
+DMP_EXPORT int dmp_proxy_repr(dmp_proxy_t *p, char *buf, size_t size);
+DMP_EXPORT void dmp_proxy_destroy(dmp_proxy_t **p_p);
+
+/* dict: get (-ENOENT: KeyError), get with default (dflt copied when key is
+ * absent; NULL means None), set, del, contains (1 or 0), len, keys,
+ * values, items (a list of [key, item] lists), update (from a dict value),
+ * pop (dflt NULL: -ENOENT when absent), clear, copy (the whole dict as a
+ * value). Results are new values the caller owns. */
+DMP_EXPORT int dmp_dict_get(dmp_proxy_t *p, const dmp_value_t *key,
+                            dmp_value_t **item_p);
+DMP_EXPORT int dmp_dict_get_default(dmp_proxy_t *p, const dmp_value_t *key,
+                                    const dmp_value_t *dflt,
+                                    dmp_value_t **item_p);
+DMP_EXPORT int dmp_dict_set(dmp_proxy_t *p, const dmp_value_t *key,
+                            const dmp_value_t *item);
+DMP_EXPORT int dmp_dict_del(dmp_proxy_t *p, const dmp_value_t *key);
+DMP_EXPORT int dmp_dict_contains(dmp_proxy_t *p, const dmp_value_t *key);
+DMP_EXPORT int64_t dmp_dict_len(dmp_proxy_t *p);
+DMP_EXPORT int dmp_dict_keys(dmp_proxy_t *p, dmp_value_t **list_p);
+DMP_EXPORT int dmp_dict_values(dmp_proxy_t *p, dmp_value_t **list_p);
+DMP_EXPORT int dmp_dict_items(dmp_proxy_t *p, dmp_value_t **list_p);
+DMP_EXPORT int dmp_dict_update(dmp_proxy_t *p, const dmp_value_t *map);
+DMP_EXPORT int dmp_dict_pop(dmp_proxy_t *p, const dmp_value_t *key,
+                            const dmp_value_t *dflt, dmp_value_t **item_p);
+DMP_EXPORT int dmp_dict_clear(dmp_proxy_t *p);
+DMP_EXPORT int dmp_dict_copy(dmp_proxy_t *p, dmp_value_t **map_p);
+
+/* list (dmp_mlist_*, "managed list", apart from the dmp_list_* functions
+ * of plain values). Indexes may be negative, as in Python; -ERANGE out of
+ * range (IndexError). Slices [start:stop] clamp as Python's do; DMP_END
+ * as stop means the end. set_slice replaces the slice with the items of a
+ * list value. index and remove: -ENOENT when absent (ValueError). sort:
+ * -EINVAL when items do not compare (TypeError). */
+#define DMP_END INT64_MAX
+DMP_EXPORT int dmp_mlist_append(dmp_proxy_t *p, const dmp_value_t *item);
+DMP_EXPORT int dmp_mlist_extend(dmp_proxy_t *p, const dmp_value_t *list);
+DMP_EXPORT int dmp_mlist_insert(dmp_proxy_t *p, int64_t i,
+                                const dmp_value_t *item);
+DMP_EXPORT int dmp_mlist_get(dmp_proxy_t *p, int64_t i, dmp_value_t **item_p);
+DMP_EXPORT int dmp_mlist_set(dmp_proxy_t *p, int64_t i,
+                             const dmp_value_t *item);
+DMP_EXPORT int dmp_mlist_del(dmp_proxy_t *p, int64_t i);
+DMP_EXPORT int dmp_mlist_get_slice(dmp_proxy_t *p, int64_t start,
+                                   int64_t stop, dmp_value_t **list_p);
+DMP_EXPORT int dmp_mlist_set_slice(dmp_proxy_t *p, int64_t start,
+                                   int64_t stop, const dmp_value_t *list);
+DMP_EXPORT int dmp_mlist_del_slice(dmp_proxy_t *p, int64_t start,
+                                   int64_t stop);
+DMP_EXPORT int64_t dmp_mlist_len(dmp_proxy_t *p);
+/* pop(i): the item removed (i = -1 pops the last one). */
+DMP_EXPORT int dmp_mlist_pop(dmp_proxy_t *p, int64_t i, dmp_value_t **item_p);
+DMP_EXPORT int64_t dmp_mlist_index(dmp_proxy_t *p, const dmp_value_t *item);
+DMP_EXPORT int64_t dmp_mlist_count(dmp_proxy_t *p, const dmp_value_t *item);
+DMP_EXPORT int dmp_mlist_remove(dmp_proxy_t *p, const dmp_value_t *item);
+DMP_EXPORT int dmp_mlist_sort(dmp_proxy_t *p, int reverse);
+DMP_EXPORT int dmp_mlist_copy(dmp_proxy_t *p, dmp_value_t **list_p);
+
+/* Value: get and set .value. Array: len, items by index, and the whole
+ * array as a list value (tolist). */
+DMP_EXPORT int dmp_mvalue_get(dmp_proxy_t *p, dmp_value_t **v_p);
+DMP_EXPORT int dmp_mvalue_set(dmp_proxy_t *p, const dmp_value_t *v);
+DMP_EXPORT int64_t dmp_marray_len(dmp_proxy_t *p);
+DMP_EXPORT int dmp_marray_get(dmp_proxy_t *p, int64_t i, dmp_value_t **v_p);
+DMP_EXPORT int dmp_marray_set(dmp_proxy_t *p, int64_t i,
+                              const dmp_value_t *v);
+DMP_EXPORT int dmp_marray_tolist(dmp_proxy_t *p, dmp_value_t **list_p);
+
+/* Namespace: attributes by name (-ENOENT: AttributeError). */
+DMP_EXPORT int dmp_namespace_get(dmp_proxy_t *p, const char *attr,
+                                 dmp_value_t **v_p);
+DMP_EXPORT int dmp_namespace_set(dmp_proxy_t *p, const char *attr,
+                                 const dmp_value_t *v);
+DMP_EXPORT int dmp_namespace_del(dmp_proxy_t *p, const char *attr);
+
+/* Lock, RLock, Semaphore, BoundedSemaphore, and a Condition's lock:
+ * acquire(timeout): 0, -ETIMEDOUT, or DMP_EOWNERDEAD (acquired; the last
+ * holder died holding it). release: -EPERM when not held (RuntimeError;
+ * an RLock by another client), -EINVAL for a BoundedSemaphore released
+ * too often (ValueError). A Lock may be released by any client, as in
+ * Python. */
+DMP_EXPORT int dmp_mlock_acquire(dmp_proxy_t *p, double timeout);
+DMP_EXPORT int dmp_mlock_release(dmp_proxy_t *p);
+/* A semaphore's counter (for tests and monitoring). */
+DMP_EXPORT int64_t dmp_msem_value(dmp_proxy_t *p);
+
+/* Condition: acquire/release as dmp_mlock_*; wait(timeout) with the lock
+ * held (-EPERM otherwise): 0 when notified, -ETIMEDOUT; the lock is held
+ * again on return either way. notify(n), notify_all. */
+DMP_EXPORT int dmp_mcond_wait(dmp_proxy_t *p, double timeout);
+DMP_EXPORT int dmp_mcond_notify(dmp_proxy_t *p, int64_t n);
+DMP_EXPORT int dmp_mcond_notify_all(dmp_proxy_t *p);
+
+/* Event: set, clear, is_set (1 or 0), wait(timeout): 0 once set,
+ * -ETIMEDOUT. */
+DMP_EXPORT int dmp_mevent_set(dmp_proxy_t *p);
+DMP_EXPORT int dmp_mevent_clear(dmp_proxy_t *p);
+DMP_EXPORT int dmp_mevent_is_set(dmp_proxy_t *p);
+DMP_EXPORT int dmp_mevent_wait(dmp_proxy_t *p, double timeout);
+
+/* Barrier: wait(timeout) gives each party its index (0..parties-1;
+ * index_p may be NULL); DMP_EBROKEN when broken (abort, a timeout, a
+ * waiter that died), -ETIMEDOUT breaks it for the others. reset, abort,
+ * and its state. */
+DMP_EXPORT int dmp_mbarrier_wait(dmp_proxy_t *p, double timeout,
+                                 int64_t *index_p);
+DMP_EXPORT int dmp_mbarrier_reset(dmp_proxy_t *p);
+DMP_EXPORT int dmp_mbarrier_abort(dmp_proxy_t *p);
+DMP_EXPORT int64_t dmp_mbarrier_parties(dmp_proxy_t *p);
+DMP_EXPORT int64_t dmp_mbarrier_n_waiting(dmp_proxy_t *p);
+DMP_EXPORT int dmp_mbarrier_broken(dmp_proxy_t *p);
+
+/* Queue and JoinableQueue, as dmp_queue_*: put (DMP_EFULL), get
+ * (DMP_EEMPTY), qsize, empty, full, task_done (-EINVAL too often), join
+ * (-ETIMEDOUT). */
+DMP_EXPORT int dmp_mqueue_put(dmp_proxy_t *p, const dmp_value_t *item,
+                              double timeout);
+DMP_EXPORT int dmp_mqueue_get(dmp_proxy_t *p, dmp_value_t **item_p,
+                              double timeout);
+DMP_EXPORT int64_t dmp_mqueue_qsize(dmp_proxy_t *p);
+DMP_EXPORT int dmp_mqueue_empty(dmp_proxy_t *p);
+DMP_EXPORT int dmp_mqueue_full(dmp_proxy_t *p);
+DMP_EXPORT int dmp_mqueue_task_done(dmp_proxy_t *p);
+DMP_EXPORT int dmp_mqueue_join(dmp_proxy_t *p, double timeout);
 
 /* ---- Keys ------------------------------------------------------------- */
 

@@ -75,6 +75,34 @@ long dmp__timeout_ms(double seconds);
 int dmp__parse_seconds(const char *s, double *out);
 int dmp__parse_uint(const char *s, unsigned long max, unsigned long *out);
 
+/* A growable byte buffer (dmp_util.c): append, then hand out or reset.
+ * err sticks at the first failed allocation; later appends do nothing. */
+typedef struct {
+    uint8_t *p;
+    size_t len, cap;
+    int err;
+} dmp__buf_t;
+/* Room for `more` bytes after len: a pointer to them, or NULL (err set). */
+uint8_t *dmp__buf_room(dmp__buf_t *b, size_t more);
+void dmp__buf_put(dmp__buf_t *b, const void *data, size_t len);
+void dmp__buf_put_le(dmp__buf_t *b, uint64_t x, int bytes);
+void dmp__buf_free(dmp__buf_t *b);
+/* Little-endian integers of `bytes` bytes (1..8). */
+static inline void
+dmp__le_put(uint8_t *p, uint64_t x, int bytes)
+{
+    for (int i = 0; i < bytes; i++)
+        p[i] = (uint8_t)(x >> (8 * i));
+}
+static inline uint64_t
+dmp__le_get(const uint8_t *p, int bytes)
+{
+    uint64_t x = 0;
+    for (int i = 0; i < bytes; i++)
+        x |= (uint64_t)p[i] << (8 * i);
+    return x;
+}
+
 /* ---- Keys ------------------------------------------------------------ */
 typedef struct {
     char public_z85[DMP__Z85_KEY_LEN + 1];
@@ -126,6 +154,9 @@ typedef enum {
     DMP__MSG_OBJ_RELEASE,
     DMP__MSG_RING_OP,
     DMP__MSG_RING_REPLY,
+    DMP__MSG_SHARED_NEW,
+    DMP__MSG_SHARED_OP,
+    DMP__MSG_SHARED_REPLY,
 } dmp__msg_kind_t;
 
 /* Shared objects an agent owns, and what RingOp may ask of their rings. */
@@ -143,6 +174,28 @@ typedef enum {
     DMP__RING_OP_LAST = DMP__RING_POLL,
 } dmp__ring_op_t;
 #define DMP__RING_NAME_MAX 128 /* "/dmp-NODE-INCARNATION-ID-RING" */
+
+/* What SharedOp may ask of a Value or Array's owner (dmp_shared.c,
+ * node_shared.c), in the name of a holder: a process (node, pid). */
+typedef enum {
+    DMP__SHARED_ATTACH = 1,   /* the holder opened a handle: hold it */
+    DMP__SHARED_DETACH = 2,   /* it destroyed its last one (or, from the
+                               * owner's host: check whether any is left) */
+    DMP__SHARED_HOLD_FOR = 3, /* a parent holds it for a child starting */
+    DMP__SHARED_RENEW = 4,    /* the holder is alive: extend its lease */
+    DMP__SHARED_ACQUIRE = 5,  /* the lock, waiting up to timeout */
+    DMP__SHARED_RELEASE = 6,
+    DMP__SHARED_READ = 7,     /* elements start .. start + count */
+    DMP__SHARED_WRITE = 8,    /* elements from start */
+    DMP__SHARED_ADD = 9,      /* element start += delta, without the lock */
+    DMP__SHARED_OP_LAST = DMP__SHARED_ADD,
+} dmp__shared_op_t;
+/* Largest Value or Array: elements, and bytes of the segment's data. */
+#define DMP__SHARED_LENGTH_MAX (1ull << 36)
+#define DMP__SHARED_BYTES_MAX (1ull << 36)
+/* An acquire reply carries objects up to this size, so that the holder
+ * reads them without another round trip. */
+#define DMP__SHARED_PREFETCH_MAX 256
 #define DMP__OBJ_RINGS_MAX 2
 
 #define DMP__DIGEST_HEX 64
@@ -272,6 +325,29 @@ typedef struct {
             size_t len;
             int64_t count;
         } ring_reply;
+        struct {
+            char typecode;      /* one of DMP__TYPECODES */
+            uint64_t length;    /* 1 .. DMP__SHARED_LENGTH_MAX */
+            bool lock;
+        } shared_new;
+        struct {
+            uint64_t obj;
+            uint32_t op;        /* dmp__shared_op_t */
+            char holder_node[DMP__NAME_MAX];
+            uint32_t holder_pid; /* 1 .. INT32_MAX */
+            uint64_t start;     /* <= DMP__SHARED_LENGTH_MAX */
+            uint64_t count;     /* <= DMP__SHARED_LENGTH_MAX */
+            uint8_t *data;      /* owned on decode; borrowed on encode */
+            size_t len;
+            double timeout;     /* not NaN */
+            bool holding;
+        } shared_op;
+        struct {
+            uint8_t *data;      /* owned on decode; borrowed on encode */
+            size_t len;
+            double lease;       /* finite, 0 .. 1e6 */
+            bool owner_died;
+        } shared_reply;
     } u;
 } dmp__msg_t;
 
@@ -335,6 +411,86 @@ void dmp__queue_atexit(void);
 void dmp__pipe_atexit(void);
 /* dmp_fini's first step: terminate daemons, join the others. */
 void dmp__process_atexit(void);
+
+/* ---- Pool (dmp_pool.c, dmp_pool_job.c, dmp_pool_worker.c) ----------- */
+/* Encodes v into a caller's buffer: its size first, then the bytes at p
+ * (returns the end). No allocation per value: the pool packs thousands
+ * of items into one message (dmp_value.c). */
+int dmp__value_encoded_size(const dmp_value_t *v, size_t *len_p);
+uint8_t *dmp__value_write(const dmp_value_t *v, uint8_t *p);
+/* The registered task of that name, or NULL. */
+dmp_task_fn dmp__task_find(const char *name);
+/* The target every pool worker runs (dmp_pool_worker.c). */
+#define DMP__POOL_WORKER "dmp.pool.worker"
+/* Who can see whose pids: "BOOT_ID:pid:[NS INODE]" of this process. */
+void dmp__pool_host_id(char *out, size_t size);
+/* dmp_fini's first step: terminate and join every pool still running. */
+void dmp__pool_atexit(void);
+/* Like dmp_process_new, named "PREFIX-N" with N from the counter that
+ * numbers "Process-N" (Python's SpawnPoolWorker-N count the same way). */
+int dmp__process_new_numbered(const dmp_process_opts_t *opts,
+                              const char *prefix, dmp_process_t **proc_p);
+/* True when this queue's ring is mapped here (no agent on its path). */
+bool dmp__queue_is_mapped(const dmp_queue_t *q);
+
+/*
+ * Messages between a pool and its workers, as items of dmp queues (little
+ * endian). Owner to a worker, on the worker's own queue:
+ *   'T' u32 n_chunks, then per chunk: u64 id, u8 flags, u8 name_len, name,
+ *       u32 n_items, then per item: u32 len, an encoded value
+ *   'S' stop after what came before;  'P' a ping (the owner lives)
+ * Workers to the owner, on the pool's result queue:
+ *   'R' u64 worker, u32 n_runs, then per run: u64 chunk id, u32 first item
+ *       (in the chunk), u32 n_items, u32 microseconds, then per item:
+ *       i32 code, u32 len, bytes (code 0: an encoded value; else the
+ *       error's UTF-8 text)
+ *   'H' u64 worker: the initializer ran, tasks come next
+ *   'X' u64 worker, i32 code, text: the initializer failed; it exits
+ *   'K' (from the owner itself) wakes the pool's thread
+ */
+#define DMP__POOL_CHUNK_FLUSH 0x01 /* flags: send results right after */
+/* Multi-chunk messages and result batches stay under this, so that they
+ * cross hosts in one frame (a single larger item goes alone). */
+#define DMP__POOL_MSG_SOFT (256u * 1024)
+
+typedef struct dmp__job dmp__job_t;
+typedef enum {
+    DMP__JOB_MAP = 1,           /* map, starmap: one list, fails fast */
+    DMP__JOB_APPLY = 2,         /* apply: one value */
+    DMP__JOB_IMAP = 3,          /* results in order, one by one */
+    DMP__JOB_IMAP_UNORDERED = 4 /* results as they come */
+} dmp__job_kind_t;
+
+/* A call's results (dmp_pool_job.c): its own lock; the pool sets items
+ * under dmp__job_lock, users wait on it. One reference for the caller. */
+int dmp__job_new(dmp__job_kind_t kind, size_t n, dmp_async_fn cb, void *arg,
+                 dmp__job_t **job_p);
+void dmp__job_ref(dmp__job_t *job);
+void dmp__job_unref(dmp__job_t **job_p);
+void dmp__job_lock(dmp__job_t *job);
+/* Wakes the job's waiters when something changed, and unlocks. */
+void dmp__job_unlock(dmp__job_t *job);
+/* Item i's outcome, once: rc 0 with data/len an encoded value, or rc the
+ * call's error (DMP_EREMOTE, DMP_EWORKER, ...) with the original code and
+ * text. False when item i had one already (a duplicate: dropped). */
+bool dmp__job_set_locked(dmp__job_t *job, size_t i, int rc, int code,
+                         const void *data, size_t len, const char *text);
+bool dmp__job_is_set_locked(const dmp__job_t *job, size_t i);
+/* Nothing more is wanted: map failed or is complete, every item set. */
+bool dmp__job_finished_locked(const dmp__job_t *job);
+/* Sets every item not yet set to rc (the pool was terminated, ...). */
+void dmp__job_fail_locked(dmp__job_t *job, int rc, const char *text);
+/* True once, when the job is ready and has a callback to run; the caller
+ * then runs dmp__job_callback without any lock held. */
+bool dmp__job_callback_due_locked(dmp__job_t *job);
+void dmp__job_callback(dmp__job_t *job);
+/* The user's handles on a job (each takes a reference). */
+int dmp__async_new(dmp__job_t *job, dmp_async_t **ar_p);
+int dmp__imap_new(dmp__job_t *job, dmp_imap_t **it_p);
+/* Waits for a map or apply job and moves its result out (synchronous
+ * calls). rc as dmp_async_get; the error's code and text copied out. */
+int dmp__job_take(dmp__job_t *job, dmp_value_t **result_p, int *code,
+                  char *text, size_t textlen);
 
 /* ---- Handles of shared objects inside values (dmp_value.c) ---------- */
 /* A handle value carrying an opaque payload (1..1024 bytes). */
@@ -483,6 +639,108 @@ uint32_t dmp__ring_seq(dmp__ring_t *ring);
  * fine), so the agent's poll loop wakes for parked remote requests. */
 int dmp__ring_set_notify(dmp__ring_t *ring, const char *fifo_path);
 
+/* One byte to a wake-up FIFO (the agent's), never blocking; anything but
+ * a FIFO is left alone. */
+void dmp__fifo_notify(const char *path);
+/* True while pid runs and is not a zombie, and (when both are known) it
+ * is the process that started at `start` (dmp__proc_starttime). */
+bool dmp__proc_alive(pid_t pid, uint64_t start);
+
+/* ---- Value and Array segments (dmp_segment.c) ------------------------- */
+/*
+ * The same-host data plane of Value, Array, RawValue and RawArray: a POSIX
+ * shm segment holding `length` elements of one typecode, a process-shared
+ * robust mutex (the object's lock: a holder killed while holding it hands
+ * DMP_EOWNERDEAD to the next explicit acquirer), and the table of the
+ * processes of this host that hold a handle (by pid and start time, so
+ * that a dead one stops counting). The owning agent creates and maps it
+ * too, to serve processes on other hosts; it only ever tries the lock.
+ *
+ * The mutex is not recursive: recursion (Python's RLock) and thread
+ * ownership are counted by each process (dmp_shared.c), so that the hot
+ * path is one uncontended lock and unlock.
+ */
+#define DMP__TYPECODES "cbBhHiIlLqQfd"
+typedef struct dmp__seg dmp__seg_t;
+
+/* Bytes of one element of typecode tc: 1, 2, 4 or 8; 0 when tc is not
+ * one of DMP__TYPECODES. l and L are 64-bit everywhere (C long on 64-bit
+ * Linux), so that an object reads the same from any host. */
+size_t dmp__typecode_size(int tc);
+bool dmp__typecode_is_float(int tc);
+/* Creates segment `name` (mode 0600, O_EXCL), zero-filled; fifo_path: the
+ * owner's wake-up FIFO, poked when a lock it waits for is released. */
+int dmp__seg_create(const char *name, char typecode, uint64_t length,
+                    bool lock, const char *fifo_path, dmp__seg_t **seg_p);
+/* Maps an existing segment; checks everything in its header
+ * (DMP_EPROTO); -ENOENT when it is gone. */
+int dmp__seg_open(const char *name, dmp__seg_t **seg_p);
+/* Unmaps. The caller must not hold its lock. Safe on NULL; nulls. */
+void dmp__seg_close(dmp__seg_t **seg_p);
+int dmp__seg_unlink(const char *name);
+char dmp__seg_typecode(const dmp__seg_t *seg);
+uint64_t dmp__seg_length(const dmp__seg_t *seg);
+bool dmp__seg_has_lock(const dmp__seg_t *seg);
+/* The elements (length x itemsize bytes, naturally aligned). */
+void *dmp__seg_data(const dmp__seg_t *seg);
+
+/* Takes the lock, waiting up to timeout (<= 0: one try, -EBUSY; the
+ * forever of DMP_FOREVER). `tell`: an explicit acquire, which is told
+ * DMP_EOWNERDEAD (holding the lock) once after a holder died; other
+ * takers (a get, a set) leave that news for the next explicit one.
+ * `defer`: a local acquirer, which first gives processes waiting at the
+ * owning agent a moment (so that they are not starved). -ETIMEDOUT. */
+int dmp__seg_lock(dmp__seg_t *seg, double timeout, bool tell, bool defer);
+/* Releases; pokes the owner's FIFO when it waits for it. -EPERM when the
+ * calling thread does not hold it. */
+int dmp__seg_unlock(dmp__seg_t *seg);
+/* The owner, for processes elsewhere: says that some wait for the lock
+ * (on: the next release pokes its FIFO, and local acquirers defer), or
+ * none any more; and that the one it took for is served. */
+void dmp__seg_remote_wait(dmp__seg_t *seg, bool on);
+void dmp__seg_remote_served(dmp__seg_t *seg);
+/* The owner releases a lock whose remote holder's lease ran out: the
+ * next explicit acquirer gets DMP_EOWNERDEAD. */
+int dmp__seg_unlock_dead(dmp__seg_t *seg);
+
+/* Holders on this host. hold: pid holds a handle (reserve: a parent holds
+ * it for its child pid, until the child attaches or dies). unhold: pid
+ * let go; returns how many live holders are left, or an error. A full
+ * table (256) counts the hold as untracked: the segment then lives until
+ * its agent stops. */
+int dmp__seg_hold(dmp__seg_t *seg, pid_t pid, bool reserve);
+int dmp__seg_unhold(dmp__seg_t *seg, pid_t pid);
+/* The owner: forgets dead holders; how many live ones are left (-EBUSY
+ * when the table is being changed: try later; the agent never waits). */
+int dmp__seg_sweep(dmp__seg_t *seg);
+
+/* One element, at p, of typecode tc. Loads and stores are single atomic
+ * accesses (never torn). get_int: -EINVAL for f and d (Python's int of a
+ * float is explicit); set_int converts for f and d; set_double: -EINVAL
+ * for the integer typecodes (Python's TypeError). Integers wrap to the
+ * element's width, as ctypes does. */
+int dmp__elem_get_int(int tc, const void *p, int64_t *out);
+double dmp__elem_get_double(int tc, const void *p);
+void dmp__elem_set_int(int tc, void *p, int64_t v);
+int dmp__elem_set_double(int tc, void *p, double v);
+/* Atomic += (no lock): add_int on any typecode (a float adds the delta
+ * converted), add_double only on f and d. *after (may be NULL) gets the
+ * element's new value. */
+void dmp__elem_add_int(int tc, void *p, int64_t delta, int64_t *after);
+int dmp__elem_add_double(int tc, void *p, double delta, double *after);
+/* Elements to and from their wire form (little-endian), in place. */
+void dmp__elem_to_le(int tc, void *p, size_t n);
+#define dmp__elem_from_le dmp__elem_to_le
+
+/* ---- Value and Array handles (dmp_shared.c) --------------------------- */
+/* dmp_fini: releases what this process holds, lets go of every handle. */
+void dmp__shared_atexit(void);
+/* For Value and Array handles in a new child's args: hold them in the
+ * child's name (pid on node) until it attaches, so that a parent that
+ * destroys its handle right after start does not remove them. */
+void dmp__shared_hold_for_child(const dmp_value_t *args, const char *node,
+                                pid_t pid);
+
 /* Called on the client's I/O thread when an async request completes:
  * rc 0 with the reply (borrowed for the call), or an error code. */
 typedef void (*dmp__reply_fn)(int rc, const dmp__msg_t *rep, void *arg);
@@ -514,5 +772,86 @@ int dmp__sock_send(void *sock, const void *rid, size_t rid_len,
  */
 int dmp__sock_connect_checked(void *ctx, void *sock, const char *endpoint,
                               double timeout, char *err, size_t errlen);
+
+/* ---- Manager (dmp_manager.c, dmp_manager_server.c, dmp_proxy.c) ------ */
+/* The target the manager's server process runs. */
+#define DMP__MANAGER_TARGET "dmp.manager"
+/* A client on another host than its manager holds a lease this long,
+ * renewed every second by its connection; a client on the same host is
+ * watched by pid and start time instead. */
+#define DMP__MANAGER_LEASE 5.0
+/*
+ * Requests, items of the manager's request queue (little endian):
+ *   u8 op, u64 client, u64 seq, u64 object, f64 timeout, u8 n_args, then
+ *   per argument: u32 length, an encoded value.
+ * Replies, items of the client's reply queue:
+ *   u64 seq, i32 code, u8 kind (0 nothing, 1 an encoded value, 2 the
+ *   error's text), then the value or text.
+ */
+#define DMP__MREQ_HEADER 34
+#define DMP__MREP_HEADER 13
+enum {
+    DMP__MOP_HELLO = 1, DMP__MOP_KEEPALIVE, DMP__MOP_BYE, DMP__MOP_SHUTDOWN,
+    DMP__MOP_CREATE, DMP__MOP_LOOKUP, DMP__MOP_REPR,
+    DMP__MOP_D_GET = 20, DMP__MOP_D_GET_DEFAULT, DMP__MOP_D_SET,
+    DMP__MOP_D_DEL, DMP__MOP_D_CONTAINS, DMP__MOP_D_LEN, DMP__MOP_D_KEYS,
+    DMP__MOP_D_VALUES, DMP__MOP_D_ITEMS, DMP__MOP_D_UPDATE, DMP__MOP_D_POP,
+    DMP__MOP_D_CLEAR, DMP__MOP_D_COPY,
+    DMP__MOP_L_APPEND = 40, DMP__MOP_L_EXTEND, DMP__MOP_L_INSERT,
+    DMP__MOP_L_GET, DMP__MOP_L_SET, DMP__MOP_L_DEL, DMP__MOP_L_GET_SLICE,
+    DMP__MOP_L_SET_SLICE, DMP__MOP_L_DEL_SLICE, DMP__MOP_L_LEN,
+    DMP__MOP_L_POP, DMP__MOP_L_INDEX, DMP__MOP_L_COUNT, DMP__MOP_L_REMOVE,
+    DMP__MOP_L_SORT, DMP__MOP_L_COPY,
+    DMP__MOP_V_GET = 60, DMP__MOP_V_SET, DMP__MOP_A_LEN, DMP__MOP_A_GET,
+    DMP__MOP_A_SET, DMP__MOP_A_TOLIST, DMP__MOP_N_GET, DMP__MOP_N_SET,
+    DMP__MOP_N_DEL,
+    DMP__MOP_ACQUIRE = 80, DMP__MOP_RELEASE, DMP__MOP_SEM_VALUE,
+    DMP__MOP_C_WAIT, DMP__MOP_C_NOTIFY, DMP__MOP_E_SET, DMP__MOP_E_CLEAR,
+    DMP__MOP_E_IS_SET, DMP__MOP_E_WAIT, DMP__MOP_B_WAIT, DMP__MOP_B_RESET,
+    DMP__MOP_B_ABORT, DMP__MOP_B_STATE, DMP__MOP_Q_PUT, DMP__MOP_Q_GET,
+    DMP__MOP_Q_QSIZE, DMP__MOP_Q_TASK_DONE, DMP__MOP_Q_JOIN,
+};
+static inline void
+dmp__le64_put(uint8_t *p, uint64_t x)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(x >> (8 * i));
+}
+static inline uint64_t
+dmp__le64_get(const uint8_t *p)
+{
+    uint64_t x = 0;
+    for (int i = 0; i < 8; i++)
+        x |= (uint64_t)p[i] << (8 * i);
+    return x;
+}
+static inline void
+dmp__le32_put(uint8_t *p, uint32_t x)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(x >> (8 * i));
+}
+static inline uint32_t
+dmp__le32_get(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+           (uint32_t)p[3] << 24;
+}
+/* The server's main (dmp_manager_server.c), run by the target. */
+int dmp__manager_serve(const dmp_value_t *args);
+/* A manager's address (a list: name, node, pid, start time, incarnation,
+ * request queue, proc id) under its name at its node's agent: -EEXIST
+ * when a live manager holds the name. unregister: at exit (best effort;
+ * the agent also forgets a manager whose process ended). */
+int dmp__manager_register(const char *name, const dmp_value_t *addr);
+void dmp__manager_unregister(const char *name);
+/* dmp_fini's first step: leave every manager, stop the ones we started. */
+void dmp__manager_atexit(void);
+/* One call on a proxy's object (dmp_proxy.c): -EINVAL when the proxy is
+ * not of type `want` (0: any; DMP_PROXY_LOCK: anything with a lock),
+ * or an argument is NULL. *res_p (may be NULL) gets the result. */
+int dmp__proxy_call(dmp_proxy_t *p, dmp_proxy_type_t want, int op,
+                    double timeout, const dmp_value_t *const *args, size_t n,
+                    dmp_value_t **res_p);
 
 #endif /* DMP_IMPL_H */

@@ -289,6 +289,8 @@ dmp__init_lazy(void)
 void
 dmp_fini(void)
 {
+    dmp__manager_atexit(); /* servers stop, leases end */
+    dmp__pool_atexit(); /* its workers and queues go first */
     dmp__process_atexit();
     dmp__queue_atexit();
     dmp__pipe_atexit();
