@@ -209,7 +209,7 @@ run_example() {
 hello_nodes() { sed -n 's/^hello from .* on node \([^ ]*\) (pid .*/\1/p' "$1"; }
 
 echo "# build $B, expected output from $SEED, dir $T"
-for f in queue pipe; do
+for f in queue pipe manager; do
     check "expected output $f.txt is readable" test -r "$SEED/$f.txt"
 done
 shm_segments >"$T/shm.start"
@@ -226,7 +226,7 @@ check "hello alone: its embedded agent is gone" \
     wait_until 5 no_live_mentioning "$T/emb"
 emb_node=$(hello_nodes "$T/hello alone.out" | head -1)
 [ -n "$emb_node" ] || emb_node=$(hostname)
-for ex in queue pipe; do
+for ex in queue pipe manager; do
     shm_segments >"$T/shm.before"
     run_example "$ex" "$ex alone" TMPDIR="$T/emb" &&
         same_output "$SEED/$ex.txt" "$T/$ex alone.out" "$ex alone"
@@ -317,6 +317,20 @@ cluster_example pipe "pipe child on node2" "${cluster_env[@]}" \
         "pipe child on node2"
 check "pipe child on node2: child ran on node2" \
     test "$(node_of child "$T/pipe child on node2.procs")" = node2
+
+# Manager: its server on node1 (the program's node), the worker where
+# spread puts it, then surely on another node than the server (node2):
+# every proxy call of the worker crosses hosts through the agents.
+cluster_example manager "manager spread" "${cluster_env[@]}" DMP_PLACE=spread &&
+    same_output "$SEED/manager.txt" "$T/manager spread.out" "manager spread"
+cluster_example manager "manager worker on node2" "${cluster_env[@]}" \
+    DMP_PLACE=node2 &&
+    same_output "$SEED/manager.txt" "$T/manager worker on node2.out" \
+        "manager worker on node2"
+check "manager worker on node2: worker on node2, server on node1" \
+    test "$(node_of worker "$T/manager worker on node2.procs")" = node2 -a \
+    "$(awk '$3 ~ /^manager-/ { print $1 }' \
+        "$T/manager worker on node2.procs")" = node1
 
 # hello: one process on every node, each says where it ran.
 cluster_example hello "hello cluster" "${cluster_env[@]}"

@@ -88,7 +88,8 @@ wait_until() {
 # ---- can we run at all? -------------------------------------------------
 [ "$(id -u)" -eq 0 ] || skip "needs root (network namespaces)"
 command -v ip >/dev/null 2>&1 || skip "no ip command (iproute2)"
-for f in "$DMP" "$DMPD" "$B/examples/hello" "$B/examples/queue" "$B/examples/pipe"; do
+for f in "$DMP" "$DMPD" "$B/examples/hello" "$B/examples/queue" "$B/examples/pipe" \
+         "$B/examples/manager"; do
     [ -x "$f" ] || { echo "netns_test: '$f' is missing: run make first"; exit 2; }
 done
 NS="dmpt$$"                          # prefix of our namespaces
@@ -273,6 +274,12 @@ run_example pipe "pipe child on node3" node3 && same_lines "$SEED/pipe.txt" "pip
 check "pipe: the child ran on node3, the pipe is node1's" \
     test "$(node_of child "pipe child on node3")" = node3
 run_example pipe "pipe spread" spread && same_lines "$SEED/pipe.txt" "pipe spread"
+run_example manager "manager worker on node2" node2 &&
+    same_lines "$SEED/manager.txt" "manager worker on node2"
+check "manager: the worker ran on node2, the server on node1" \
+    test "$(node_of worker "manager worker on node2")" = node2 -a \
+    "$(awk '$2 ~ /^manager-/ { print $1 }' "$T/manager worker on node2.procs")" = node1
+run_example manager "manager spread" spread && same_lines "$SEED/manager.txt" "manager spread"
 
 # ---- a short partition is transparent ----------------------------------------
 # A job on node3 ticking for 3 s; node3's link is down for 1 s in the
