@@ -181,6 +181,28 @@ dmp_process_new(const dmp_process_opts_t *opts, dmp_process_t **proc_p)
 }
 
 int
+dmp__process_new_numbered(const dmp_process_opts_t *opts, const char *prefix,
+                          dmp_process_t **proc_p)
+{
+    dmp_process_opts_t o = *opts;
+    o.name = NULL; /* "Process-N": N is the number to keep */
+    dmp_process_t *p;
+    int rc = dmp_process_new(&o, &p);
+    if (rc)
+        return rc;
+    char number[24] = ""; /* "-N" */
+    const char *n = strrchr(p->name, '-');
+    dmp__strlcpy(number, n ? n : "", sizeof number);
+    snprintf(p->name, sizeof p->name, "%s%s", prefix, number);
+    if (!dmp__name_valid(p->name)) {
+        dmp_process_destroy(&p);
+        return -EINVAL;
+    }
+    *proc_p = p;
+    return 0;
+}
+
+int
 dmp__process_new_command(char *const *argv, const char *node,
                           dmp_process_t **proc_p)
 {

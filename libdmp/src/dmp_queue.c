@@ -338,6 +338,12 @@ dmp_queue_from_value(const dmp_value_t *v, dmp_queue_t **q_p)
     return 0;
 }
 
+bool
+dmp__queue_is_mapped(const dmp_queue_t *q)
+{
+    return q->ring != NULL;
+}
+
 void
 dmp__queue_atexit(void)
 {

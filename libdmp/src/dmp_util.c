@@ -322,3 +322,57 @@ dmp__proc_starttime(pid_t pid)
         p = strchr(p + 1, ' ');
     return p ? strtoull(p + 1, NULL, 10) : 0;
 }
+
+/* ---- growable buffers ------------------------------------------------- */
+
+uint8_t *
+dmp__buf_room(dmp__buf_t *b, size_t more)
+{
+    if (b->err)
+        return NULL;
+    if (more > SIZE_MAX / 2 - b->len) {
+        b->err = -ENOMEM;
+        return NULL;
+    }
+    if (b->len + more > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->len + more)
+            cap *= 2;
+        uint8_t *grown = dmp__realloc(b->p, cap);
+        if (!grown) {
+            b->err = -ENOMEM;
+            return NULL;
+        }
+        b->p = grown;
+        b->cap = cap;
+    }
+    return b->p + b->len;
+}
+
+void
+dmp__buf_put(dmp__buf_t *b, const void *data, size_t len)
+{
+    uint8_t *p = dmp__buf_room(b, len);
+    if (p) {
+        if (len)
+            memcpy(p, data, len);
+        b->len += len;
+    }
+}
+
+void
+dmp__buf_put_le(dmp__buf_t *b, uint64_t x, int bytes)
+{
+    uint8_t *p = dmp__buf_room(b, (size_t)bytes);
+    if (p) {
+        dmp__le_put(p, x, bytes);
+        b->len += (size_t)bytes;
+    }
+}
+
+void
+dmp__buf_free(dmp__buf_t *b)
+{
+    dmp__free(b->p);
+    memset(b, 0, sizeof *b);
+}

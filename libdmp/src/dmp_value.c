@@ -1201,6 +1201,24 @@ dmp_value_encode(const dmp_value_t *v, uint8_t **buf_p, size_t *len_p)
     return 0;
 }
 
+/* Encoding into a caller's buffer, without an allocation per value (the
+ * pool packs thousands of items into one message). */
+int
+dmp__value_encoded_size(const dmp_value_t *v, size_t *len_p)
+{
+    size_t len = 0;
+    int rc = s_encoded_size(v, 0, &len);
+    if (rc == 0)
+        *len_p = len;
+    return rc;
+}
+
+uint8_t *
+dmp__value_write(const dmp_value_t *v, uint8_t *p)
+{
+    return s_write(v, p);
+}
+
 /* ---- decode ---------------------------------------------------------- */
 
 /* Input not yet read: [p, end). Every read checks the bound first. */
