@@ -17,16 +17,21 @@
 #include "dmp_impl.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #define RECORD_MAX (DMP__WIRE_MAX + 4096)
+
+/* RLIMIT_CPU for each child, from DMP_RLIMIT_CPU; 0: none. */
+static unsigned long s_cpu_limit;
 
 /* Receives one request: record bytes and DMP__ZYGOTE_FDS descriptors. */
 static ssize_t
@@ -64,6 +69,13 @@ s_become_child(int sock, const uint8_t *record, size_t len,
         _exit(127);
     /* Nothing of the zygote's reaches the child: only 0, 1, 2. */
     closefrom(3);
+    /* The agent's job_rlimit_cpu: the zygote runs without it (its own
+     * CPU time would add up over its children's lives). */
+    if (s_cpu_limit > 0) {
+        struct rlimit cpu = {(rlim_t)s_cpu_limit, (rlim_t)s_cpu_limit};
+        if (setrlimit(RLIMIT_CPU, &cpu) != 0)
+            _exit(127);
+    }
     signal(SIGCHLD, SIG_DFL);
     /* The record names the process; the environment says it to its own
      * children (like an exec-started child's DMP_PROCESS_NAME). */
@@ -86,6 +98,10 @@ dmp__zygote_main(const char *fd_text)
         _exit(127);
     int sock = (int)fd;
     unsetenv("DMP_ZYGOTE");
+    const char *cpu = getenv("DMP_RLIMIT_CPU");
+    if (cpu && dmp__parse_uint(cpu, ULONG_MAX, &s_cpu_limit) != 0)
+        _exit(127);
+    unsetenv("DMP_RLIMIT_CPU");
     /* Die with the agent, even if it is SIGKILLed. */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() == 1)

@@ -31,6 +31,13 @@ typedef struct {
 
 #define NODE_PEERS_MAX 256
 
+/* A job rlimit from the config: nofile, as, cpu, nproc (node_jail.c). */
+#define NODE_JOB_RLIMITS 4
+typedef struct {
+    bool set;
+    unsigned long long value;          /* RLIM_INFINITY: "unlimited" */
+} node_rlimit_t;
+
 typedef struct {
     char name[DMP__NAME_MAX];          /* node name */
     char listen[DMP__ADDR_MAX];        /* tcp endpoint to bind, or "" */
@@ -46,6 +53,8 @@ typedef struct {
     int control_fd;                    /* embedded mode: parent's link */
     bool embedded;                     /* private agent of one program */
     dmp_log_level_t log_level;
+    char job_user[DMP__NAME_MAX];      /* run jobs as this user ("": us) */
+    node_rlimit_t job_rlimits[NODE_JOB_RLIMITS]; /* see node_jail.c */
 } node_config_t;
 
 /* Fills cfg from argv (and the -c file it names; options win). Prints
@@ -186,6 +195,40 @@ void node_spawn_close(node_t *node);
 char **node_spawn_env(node_t *node, uint64_t id, const char *proc_name,
                       const char *mode);
 void node_spawn_env_free(char **env);
+
+/* ---- job confinement (node_jail.c) ---------------------------------- */
+/* job_user and job_rlimit_* settings; DMP_ECONFIG with err filled. */
+int node_jail_config(node_config_t *cfg, const char *key, const char *value,
+                     char *err, size_t errlen);
+/* At start: resolves job_user; DMP_ECONFIG (logged) when it does not
+ * exist, when we are not root and it is not us, or when it could not
+ * reach the runtime directory. */
+int node_jail_setup(const node_config_t *cfg);
+bool node_jail_switches_user(void);
+/* Mode for directories the agent creates above its runtime directory. */
+mode_t node_jail_dir_mode(void);
+/* Opens path to the job user's group with mode (and with `give`, makes
+ * the job user its owner). No-op when jobs run as us. */
+int node_jail_share(const char *path, mode_t mode, bool give);
+/* HOME, USER, LOGNAME for jobs of another user; NULL: keep ours. */
+const char *node_jail_env(const char *name);
+/* job_rlimit_cpu in seconds, or -1 (a zygote applies it to its children). */
+long long node_jail_cpu_limit(void);
+
+#define NODE_JAIL_FDS_MAX 4
+typedef struct {
+    const char *exe;        /* path; a command name when search_path */
+    char *const *argv;
+    char *const *env;
+    const int *fds;         /* fds[i] becomes the child's fd i; -1: /dev/null */
+    int n_fds;              /* <= NODE_JAIL_FDS_MAX; every other fd closed */
+    bool search_path;       /* exe is looked up on PATH (a command) */
+    bool new_group;         /* the child leads a new process group */
+    bool zygote;            /* no RLIMIT_CPU: its children get it */
+} node_jail_spawn_t;
+/* Starts a job with the configured rlimits, PR_SET_NO_NEW_PRIVS and
+ * user. 0 and *pid_p once it has exec'd, or -errno of what failed. */
+int node_jail_spawn(const node_jail_spawn_t *spawn, pid_t *pid_p);
 
 /* ---- zygotes (node_zygote.c) ----------------------------------------- */
 /* Starts a target's child by forking it from a zygote of `exe` (started

@@ -46,7 +46,10 @@ static const char s_usage[] =
     "Config file: one 'key = value' a line, keys as the long options\n"
     "(name, listen, advertise, peer, key, keys_dir, runtime_dir, cache_dir,\n"
     "heartbeat, "
-    "liveness, log_level = error|warn|info|debug).\n";
+    "liveness, log_level = error|warn|info|debug), and for the jobs it\n"
+    "starts: job_user = NAME (needs root), job_rlimit_nofile,\n"
+    "job_rlimit_as (K/M/G/T), job_rlimit_cpu (seconds), job_rlimit_nproc\n"
+    "(a number or 'unlimited').\n";
 
 bool
 node_config_parse_peer(const char *spec, node_peer_addr_t *peer)
@@ -134,6 +137,8 @@ s_set(const char *key, const char *value, void *arg, char *err,
             return DMP_ECONFIG;
         }
         cfg->log_level = (dmp_log_level_t)i;
+    } else if (strncmp(key, "job_", 4) == 0) {
+        return node_jail_config(cfg, key, value, err, errlen);
     } else {
         snprintf(err, errlen, "unknown setting '%s'", key);
         return DMP_ECONFIG;

@@ -116,6 +116,7 @@ node_objects_open(node_t *node)
         error_f("cannot create '%s': %s", node->wake_path, strerror(errno));
         return -errno;
     }
+    node_jail_share(node->wake_path, 0620, false); /* jobs wake us too */
     node->wake_fd = open(node->wake_path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     node->wake_wfd = open(node->wake_path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
     if (node->wake_fd < 0 || node->wake_wfd < 0)
@@ -172,6 +173,11 @@ node_objects_new(node_t *node, const dmp__msg_t *req, dmp__msg_t *rep)
                  (unsigned long long)(node->incarnation & 0xffffffffu),
                  (unsigned long long)o->id, i);
         rc = dmp__ring_create(o->names[i], &opts, &o->rings[i]);
+        if (rc == 0) { /* jobs of job_user map it directly */
+            char shm[DMP__RING_NAME_MAX + 16];
+            snprintf(shm, sizeof shm, "/dev/shm%s", o->names[i]);
+            node_jail_share(shm, 0600, true);
+        }
     }
     if (rc) {
         warn_f("cannot create a %s: %s",

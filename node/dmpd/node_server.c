@@ -97,7 +97,8 @@ s_runtime_dir(const char *dir)
         if (*p != '/')
             continue;
         *p = '\0';
-        if (mkdir(path, 0700) != 0 && errno != EEXIST)
+        /* 0711 when jobs run as another user: they must pass through. */
+        if (mkdir(path, node_jail_dir_mode()) != 0 && errno != EEXIST)
             break; /* the final check reports it */
         *p = '/';
     }
@@ -111,14 +112,16 @@ s_runtime_dir(const char *dir)
         error_f("runtime directory '%s' is not a directory", dir);
         return -ENOTDIR;
     }
-    if (st.st_uid != geteuid() || (st.st_mode & 077)) {
+    /* Jobs of another user get search access through its group only. */
+    mode_t others = node_jail_switches_user() ? 067 : 077;
+    if (st.st_uid != geteuid() || (st.st_mode & others)) {
         error_f("runtime directory '%s' must be owned by uid %u and mode "
                 "0700 (it is uid %u, mode %03o): others could reach the "
                 "local socket", dir, (unsigned)geteuid(),
                 (unsigned)st.st_uid, (unsigned)(st.st_mode & 0777));
         return -EPERM;
     }
-    return 0;
+    return node_jail_share(dir, 0710, false);
 }
 
 /* Takes RUNTIME_DIR/dmpd.lock; a second agent on the same directory is
@@ -380,7 +383,8 @@ s_setup(node_t *node)
             return rc;
         }
     }
-    if ((rc = s_runtime_dir(cfg->runtime_dir)) != 0 ||
+    if ((rc = node_jail_setup(cfg)) != 0 ||
+        (rc = s_runtime_dir(cfg->runtime_dir)) != 0 ||
         (rc = s_lock(node)) != 0)
         return rc;
     node_spawn_kill_orphans(node); /* we hold the lock: they are orphans */
@@ -441,6 +445,7 @@ s_setup(node_t *node)
     if (!node->ipc)
         return -EADDRINUSE;
     chmod(node->ipc_path, 0600);
+    node_jail_share(node->ipc_path, 0660, false); /* jobs of job_user */
     for (size_t i = 0; i < cfg->n_peers; i++)
         node_peers_add(node, cfg->peers[i].name, cfg->peers[i].address);
     return 0;

@@ -1,9 +1,10 @@
 /*
  * node_spawn.c - the processes this agent starts, watches and reaps.
  *
- * A child is started with posix_spawn (exec at once: nothing of ours runs
- * in a copy of a process that holds a ZeroMQ context), every fd but
- * 0/1/2 and its spawn record (fd 3) close-on-exec, signals reset, the
+ * A child is started by node_jail_spawn (fork and exec at once: nothing
+ * of ours runs in a copy of a process that holds a ZeroMQ context; the
+ * job's rlimits, no-new-privileges and user set in between), every fd but
+ * 0/1/2 and its spawn record (fd 3) closed, signals reset, the
  * environment built from an allow-list, argv passed literally (no shell).
  * The executable is the parent's own (/proc/PID/exe) when the parent runs
  * on this host, else a verified file of the binary cache, found by digest.
@@ -21,7 +22,6 @@
 
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -124,6 +124,8 @@ s_exe_path(node_t *node, const dmp__msg_t *req, bool local, char *path,
     }
     if (digest[0]) {
         int rc = node_cache_lookup(node->cache, digest, path, size);
+        if (rc == 0) /* executable by job_user's group (0500 otherwise) */
+            node_jail_share(path, 0550, false);
         return rc == -ENOENT ? DMP_EBINARY : rc;
     }
     if (req->u.spawn_request.argc) { /* a command from the node's PATH */
@@ -142,13 +144,24 @@ node_spawn_env(node_t *node, uint64_t id, const char *proc_name,
     char **env = dmp__calloc(32, sizeof *env);
     if (!env)
         return NULL;
+    char buf[PATH_MAX + 32];
     for (char **e = environ; *e && n < 20; e++)
         for (const char *const *a = s_env_allow; *a; a++) {
             size_t len = strlen(*a);
-            if (strncmp(*e, *a, len) == 0 && (*e)[len] == '=')
-                env[n++] = dmp__strdup(*e);
+            if (strncmp(*e, *a, len) != 0 || (*e)[len] != '=')
+                continue;
+            /* A job of job_user gets that user's HOME, USER, LOGNAME. */
+            const char *own = node_jail_env(*a);
+            if (own)
+                snprintf(buf, sizeof buf, "%s=%s", *a, own);
+            env[n++] = dmp__strdup(own ? buf : *e);
         }
-    char buf[PATH_MAX + 32];
+    if (!proc_name && node_jail_cpu_limit() >= 0) {
+        /* A zygote runs without job_rlimit_cpu and sets it in each child. */
+        snprintf(buf, sizeof buf, "DMP_RLIMIT_CPU=%lld",
+                 node_jail_cpu_limit());
+        env[n++] = dmp__strdup(buf);
+    }
     snprintf(buf, sizeof buf, "DMP_AGENT=%s", node->ipc_endpoint);
     env[n++] = dmp__strdup(buf);
     snprintf(buf, sizeof buf, "DMP_NODE=%s", node->cfg.name);
@@ -314,45 +327,25 @@ node_spawn_start(node_t *node, const dmp__msg_t *req, bool local,
         goto fail;
     }
 
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t attr;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawnattr_init(&attr);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&fa, out_w, 1);
-    posix_spawn_file_actions_adddup2(&fa, err_w, 2);
-    if (rec_fd >= 0)
-        posix_spawn_file_actions_adddup2(&fa, rec_fd, 3);
-    /* Only 0-2 (and the record) reach the child, whatever the agent was
-     * started with. */
-    posix_spawn_file_actions_addclosefrom_np(&fa, rec_fd >= 0 ? 4 : 3);
-    sigset_t none, dfl;
-    sigemptyset(&none);
-    sigfillset(&dfl);
-    sigdelset(&dfl, SIGKILL);
-    sigdelset(&dfl, SIGSTOP);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setsigdefault(&attr, &dfl);
-    posix_spawnattr_setpgroup(&attr, 0);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK |
-                                        POSIX_SPAWN_SETSIGDEF |
-                                        POSIX_SPAWN_SETPGROUP);
+    /* fds: 0 /dev/null, 1 and 2 the output, 3 the record (targets). Only
+     * these reach the child, whatever the agent was started with. */
     char *target_argv[] = {exe, NULL};
     char **argv = req->u.spawn_request.argc ? req->u.spawn_request.argv
                                             : target_argv;
     char *argv0_saved = argv[0];
     if (req->u.spawn_request.argc && req->u.spawn_request.digest[0])
         argv[0] = exe; /* a shipped command runs from the cache */
-    int err_no = req->u.spawn_request.argc && !req->u.spawn_request.digest[0]
-                     ? posix_spawnp(&p->pid, exe, &fa, &attr, argv, env)
-                     : posix_spawn(&p->pid, exe, &fa, &attr, argv, env);
+    int fds[4] = {-1, out_w, err_w, rec_fd};
+    node_jail_spawn_t js = {
+        .exe = exe, .argv = argv, .env = env, .fds = fds,
+        .n_fds = rec_fd >= 0 ? 4 : 3,
+        .search_path = command && !req->u.spawn_request.digest[0],
+        .new_group = true,
+    };
+    rc = node_jail_spawn(&js, &p->pid);
     argv[0] = argv0_saved;
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&attr);
-    if (err_no) {
-        rc = -err_no;
+    if (rc)
         goto fail;
-    }
 started:
     p->pidfd = (int)syscall(SYS_pidfd_open, p->pid, 0);
     if (p->pidfd < 0) { /* cannot watch it: do not leave it unwatched */

@@ -17,7 +17,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -93,28 +92,14 @@ s_start(node_t *node, const char *exe, const char *key)
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
         return NULL;
     char **env = node_spawn_env(node, 0, NULL, "DMP_ZYGOTE=3");
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t attr;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawnattr_init(&attr);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-    posix_spawn_file_actions_adddup2(&fa, sv[1], 3);
-    posix_spawn_file_actions_addclosefrom_np(&fa, 4);
-    sigset_t none, dfl;
-    sigemptyset(&none);
-    sigfillset(&dfl);
-    sigdelset(&dfl, SIGKILL);
-    sigdelset(&dfl, SIGSTOP);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setsigdefault(&attr, &dfl);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK |
-                                        POSIX_SPAWN_SETSIGDEF);
+    /* Confined like any job (its children inherit it): 0 and 1 /dev/null,
+     * 2 our stderr, 3 the socket. */
     char *argv[] = {(char *)exe, NULL};
+    int fds[4] = {-1, -1, STDERR_FILENO, sv[1]};
+    node_jail_spawn_t js = {.exe = exe, .argv = argv, .env = env,
+                            .fds = fds, .n_fds = 4, .zygote = true};
     pid_t pid;
-    int err = env ? posix_spawn(&pid, exe, &fa, &attr, argv, env) : ENOMEM;
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&attr);
+    int err = env ? node_jail_spawn(&js, &pid) : -ENOMEM;
     node_spawn_env_free(env);
     close(sv[1]);
     char ready[8];
