@@ -25,6 +25,9 @@
 #include <unistd.h>
 #include <zmq.h>
 
+/* Tries (2 ms apart) to read a message we lacked the memory for. */
+#define NOMEM_RETRIES 50
+
 typedef struct s_outbox {
     struct s_outbox *next;
     uint64_t id;
@@ -154,12 +157,32 @@ s_io_recv(dmp_client_t *c)
             return;
         }
         dmp__msg_t msg;
-        /* Agents send single frames; a multi-frame part is garbage. */
-        int rc = zmq_msg_more(&frame)
+        /* Agents send single frames; a multi-frame part is garbage. But a
+         * reply we lack the memory to read is not: dropped, its request
+         * would time out as DMP_ENODE, and one that succeeded (a put)
+         * would look failed. So retry a while; if memory does not come
+         * back, every waiter gets -ENOMEM. */
+        int rc;
+        for (int tries = 0;; tries++) {
+            rc = zmq_msg_more(&frame)
                      ? DMP_EPROTO
                      : dmp__wire_decode(zmq_msg_data(&frame),
                                         zmq_msg_size(&frame), &msg);
+            if (rc != -ENOMEM || tries == NOMEM_RETRIES)
+                break;
+            nanosleep(&(struct timespec){0, 2000000}, NULL);
+        }
         zmq_msg_close(&frame);
+        if (rc == -ENOMEM) {
+            dmp__log(DMP_LOG_ERROR, "out of memory reading a message from "
+                     "node '%s'", c->node);
+            s_pending_t *async = NULL;
+            pthread_mutex_lock(&c->lock);
+            s_complete(c, 0, true, -ENOMEM, NULL, &async);
+            pthread_mutex_unlock(&c->lock);
+            s_run_async(async);
+            continue;
+        }
         if (rc) {
             dmp__log(DMP_LOG_WARN, "dropped a malformed message from node "
                      "'%s': %s", c->node, dmp_strerror(rc));
@@ -346,8 +369,9 @@ dmp__client_request(dmp_client_t *c, const char *node, dmp__msg_t *req,
                  "no reply from node '%s' within %.1f s", c->node, timeout);
         rc = DMP_ENODE;
     } else if (pending.rc) {
-        snprintf(c->errmsg, sizeof c->errmsg, "lost the connection to "
-                 "node '%s'", c->node);
+        snprintf(c->errmsg, sizeof c->errmsg, pending.rc == -ENOMEM
+                 ? "out of memory reading the reply of node '%s'"
+                 : "lost the connection to node '%s'", c->node);
         rc = pending.rc;
     } else if (pending.rep.version != DMP_PROTOCOL_VERSION) {
         snprintf(c->errmsg, sizeof c->errmsg,

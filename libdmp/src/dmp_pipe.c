@@ -37,6 +37,9 @@ struct dmp_conn {
                                 * DMP_ENODE: sends wait for its answer */
     dmp__feeder_t feeder;      /* remote sends, pipelined (dmp_feeder.c) */
     struct dmp_conn *peer;     /* the other end, while both are ours */
+    void *undecoded;           /* a message received, then not decoded for
+                                * lack of memory: the next recv returns it */
+    size_t undecoded_len;
 };
 
 static pthread_mutex_t s_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -248,6 +251,12 @@ dmp_conn_recv_bytes(dmp_conn_t *c, void **data_p, size_t *len_p)
         return -EBADF;
     if (ring < 0)
         return -EINVAL;
+    if (c->undecoded) {
+        *data_p = c->undecoded;
+        *len_p = c->undecoded_len;
+        c->undecoded = NULL;
+        return 0;
+    }
     int rc = c->rings[ring]
                  ? dmp__ring_get(c->rings[ring], (uint8_t **)data_p, len_p,
                                  DMP_FOREVER)
@@ -279,6 +288,11 @@ dmp_conn_recv(dmp_conn_t *c, dmp_value_t **obj_p)
     if (rc)
         return rc;
     rc = dmp_value_decode(buf, len, obj_p);
+    if (rc == -ENOMEM) { /* taken from the pipe: not lost, kept here */
+        c->undecoded = buf;
+        c->undecoded_len = len;
+        return rc;
+    }
     dmp__free(buf);
     return rc;
 }
@@ -291,6 +305,8 @@ dmp_conn_poll(dmp_conn_t *c, double timeout)
         return -EBADF;
     if (ring < 0)
         return -EINVAL;
+    if (c->undecoded)
+        return 1;
     if (!c->rings[ring]) {
         /* Remote: the owner answers when a recv would not block (data or
          * EOF) or the time is up; it waits parked, as a get does. */
@@ -350,6 +366,7 @@ dmp_conn_destroy(dmp_conn_t **c_p)
         dmp__ring_close(&c->rings[i]);
     if (c->feeding)
         dmp__feeder_fini(&c->feeder);
+    dmp__free(c->undecoded);
     dmp__free(c);
     *c_p = NULL;
 }

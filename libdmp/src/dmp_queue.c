@@ -40,6 +40,9 @@ struct dmp_queue {
     bool closed;               /* close(): no more puts from us */
     bool attached;             /* the feeder is set up, q is in s_open */
     dmp__feeder_t feeder;      /* remote puts to an unbounded queue */
+    void *undecoded;           /* an item taken, then not decoded for lack
+                                * of memory: the next get returns it */
+    size_t undecoded_len;
 };
 
 static pthread_mutex_t s_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -66,6 +69,7 @@ s_free(dmp_queue_t *q)
         pthread_mutex_unlock(&s_lock);
         dmp__feeder_fini(&q->feeder);
     }
+    dmp__free(q->undecoded);
     dmp__free(q);
 }
 
@@ -203,6 +207,12 @@ int
 dmp_queue_get_bytes(dmp_queue_t *q, void **data_p, size_t *len_p,
                     double timeout)
 {
+    if (q->undecoded) {
+        *data_p = q->undecoded;
+        *len_p = q->undecoded_len;
+        q->undecoded = NULL;
+        return 0;
+    }
     if (q->ring)
         return dmp__ring_get(q->ring, (uint8_t **)data_p, len_p, timeout);
     return s_remote(q, DMP__RING_GET, NULL, 0, timeout, (uint8_t **)data_p,
@@ -231,6 +241,11 @@ dmp_queue_get(dmp_queue_t *q, dmp_value_t **item_p, double timeout)
     if (rc)
         return rc;
     rc = dmp_value_decode(buf, len, item_p);
+    if (rc == -ENOMEM) { /* taken from the queue: not lost, kept here */
+        q->undecoded = buf;
+        q->undecoded_len = len;
+        return rc;
+    }
     dmp__free(buf);
     return rc;
 }

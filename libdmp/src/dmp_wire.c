@@ -20,8 +20,10 @@
 static void *
 s_pb_alloc(void *data, size_t size)
 {
-    (void)data;
-    return dmp__malloc(size);
+    void *ptr = dmp__malloc(size);
+    if (!ptr && data) /* tells an allocation failure from bad input */
+        *(bool *)data = true;
+    return ptr;
 }
 
 static void
@@ -706,9 +708,11 @@ dmp__wire_decode(const uint8_t *buf, size_t len, dmp__msg_t *msg)
     memset(msg, 0, sizeof *msg);
     if (len > DMP__WIRE_MAX)
         return DMP_EPROTO;
-    Dmpwire__Envelope *env = dmpwire__envelope__unpack(&s_allocator, len, buf);
+    bool out_of_memory = false;
+    ProtobufCAllocator counting = {s_pb_alloc, s_pb_free, &out_of_memory};
+    Dmpwire__Envelope *env = dmpwire__envelope__unpack(&counting, len, buf);
     if (!env)
-        return DMP_EPROTO; /* also what an allocation failure looks like */
+        return out_of_memory ? -ENOMEM : DMP_EPROTO;
     int rc = s_check_canonical(env, buf, len);
     if (rc == 0)
         rc = s_from_envelope(env, msg);

@@ -1,0 +1,437 @@
+/*
+ * test_alloc_faults.c - allocation fault loops in the manner of SQLite.
+ *
+ * For each public constructor and main operation, the 1st, 2nd, ...
+ * allocation of libdmp (dmp__alloc_fail_after) fails, one at a time,
+ * until the call succeeds. Every failing call must return -ENOMEM (or a
+ * code its header documents), never crash, and leave its arguments
+ * usable: a constructor's half-built object is freed (LeakSanitizer checks
+ * under make test-asan), an item whose put failed is not in the queue, an
+ * item whose get failed is still there, and once the call succeeds the
+ * result is exactly what it would have been without faults.
+ *
+ * A real agent (over ipc) serves the client, queue, pipe and process
+ * loops. The library's client has an I/O thread; the count is global, so
+ * a failure may land there instead, and the loop then checks that the
+ * caller still gets an answer (an error or success), never a hang.
+ *
+ * This binary is also the children's program (DMP_CHILD, DMP_ZYGOTE).
+ */
+#define _GNU_SOURCE
+#include "dmp_test.h"
+#include "dmp_impl.h" /* dmp__alloc_fail_after */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define LOOP_MAX 100000 /* a call that never succeeds is a failure too */
+
+static dmp_test_sandbox_t *s_sb;
+static dmp_test_agent_t *s_agent;
+static unsigned s_faults; /* injected failures seen, over all loops */
+
+/* True when rc is what a call may return when an allocation failed. */
+static bool
+s_is_oom(int rc)
+{
+    return rc == -ENOMEM;
+}
+
+/* Arms the n-th allocation to fail. */
+static void
+s_arm(long n)
+{
+    dmp__alloc_fail_after(n);
+}
+
+/* Disarms; true when the armed failure happened (n allocations made). */
+static bool
+s_disarm(long n)
+{
+    return dmp__alloc_fail_after(0) >= n;
+}
+
+#define FAULT_LOOP_FAIL(what, n, rc)                                          \
+    do {                                                                      \
+        print_error("%s: allocation %ld failed -> %s (%s), expected "         \
+                    "-ENOMEM\n", what, (long)(n), dmp_err_name(rc),           \
+                    dmp_strerror(rc));                                        \
+        fail();                                                               \
+    } while (0)
+
+/* ---- values ------------------------------------------------------------ */
+
+static dmp_value_t *
+s_build_value(void)
+{
+    dmp_value_t *m = dmp_map();
+    if (!m)
+        return NULL;
+    if (dmp_map_set_str(m, "name", dmp_str("dmp")) ||
+        dmp_map_set(m, dmp_int(7), dmp_list_of(3, dmp_none(), dmp_bool(1),
+                                               dmp_double(2.5))) ||
+        dmp_map_set(m, dmp_bytes("\0b", 2), dmp_list_range(0, 20))) {
+        dmp_value_destroy(&m);
+        return NULL;
+    }
+    return dmp_list_of(4, m, dmp_strn("a\0b", 3), dmp_list(),
+                       dmp_list_of(1, dmp_map()));
+}
+
+static void
+test_value_constructors_fail_cleanly(void **state)
+{
+    (void)state;
+    dmp_value_t *want = s_build_value();
+    assert_non_null(want);
+    for (long n = 1;; n++) {
+        assert_true(n < LOOP_MAX);
+        s_arm(n);
+        dmp_value_t *v = s_build_value();
+        bool faulted = s_disarm(n);
+        if (!faulted) {
+            assert_non_null(v);
+            assert_true(dmp_value_equal(v, want));
+            dmp_value_destroy(&v);
+            break;
+        }
+        s_faults++;
+        assert_null(v); /* nested constructors: NULL all the way up */
+    }
+    dmp_value_destroy(&want);
+}
+
+static void
+test_value_copy_encode_decode_fail_cleanly(void **state)
+{
+    (void)state;
+    dmp_value_t *v = s_build_value();
+    assert_non_null(v);
+    for (long n = 1;; n++) {
+        s_arm(n);
+        dmp_value_t *copy = dmp_value_copy(v);
+        if (!s_disarm(n)) {
+            assert_true(dmp_value_equal(copy, v));
+            dmp_value_destroy(&copy);
+            break;
+        }
+        s_faults++;
+        assert_null(copy);
+    }
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    for (long n = 1;; n++) {
+        s_arm(n);
+        int rc = dmp_value_encode(v, &buf, &len);
+        if (!s_disarm(n)) {
+            assert_dmp_ok(rc);
+            break;
+        }
+        s_faults++;
+        if (!s_is_oom(rc))
+            FAULT_LOOP_FAIL("dmp_value_encode", n, rc);
+        assert_null(buf);
+    }
+    for (long n = 1;; n++) {
+        dmp_value_t *out = NULL;
+        s_arm(n);
+        int rc = dmp_value_decode(buf, len, &out);
+        if (!s_disarm(n)) {
+            assert_dmp_ok(rc);
+            assert_true(dmp_value_equal(out, v));
+            dmp_value_destroy(&out);
+            break;
+        }
+        s_faults++;
+        if (!s_is_oom(rc))
+            FAULT_LOOP_FAIL("dmp_value_decode", n, rc);
+        assert_null(out);
+    }
+    dmp_free(buf);
+    /* Containers that take ownership destroy the item on failure. */
+    dmp_value_t *list = dmp_list();
+    assert_non_null(list);
+    for (long n = 1;; n++) {
+        s_arm(n);
+        int rc = dmp_list_append(list, dmp_str("item"));
+        if (!s_disarm(n)) {
+            assert_dmp_ok(rc);
+            break;
+        }
+        s_faults++;
+        if (!s_is_oom(rc))
+            FAULT_LOOP_FAIL("dmp_list_append", n, rc);
+        assert_int_equal(dmp_value_len(list), 0);
+    }
+    assert_int_equal(dmp_value_len(list), 1);
+    dmp_value_destroy(&list);
+    dmp_value_destroy(&v);
+}
+
+/* ---- the client, queues, pipes, processes (a real agent) ---------------- */
+
+static int
+s_agent_up(void **state)
+{
+    (void)state;
+    assert_dmp_ok(dmp_test_sandbox_new(&s_sb));
+    assert_dmp_ok(dmp_test_agent_new(s_sb, "faults", &s_agent));
+    assert_dmp_ok(dmp_test_agent_start(s_agent));
+    dmp_client_opts_t opts = {.address = s_agent->ipc_address};
+    assert_dmp_ok(dmp_init_opts(&opts, NULL, 0));
+    return 0;
+}
+
+static int
+s_agent_down(void **state)
+{
+    (void)state;
+    dmp__alloc_fail_after(0);
+    dmp_fini();
+    dmp_test_sandbox_destroy(&s_sb);
+    assert_int_equal(dmp_test_agents_running(), 0);
+    return 0;
+}
+
+static void
+test_client_connect_fails_cleanly(void **state)
+{
+    (void)state;
+    dmp_client_opts_t opts = {.address = s_agent->ipc_address};
+    for (long n = 1;; n++) {
+        assert_true(n < LOOP_MAX);
+        dmp_client_t *c = NULL;
+        char err[256] = "";
+        s_arm(n);
+        int rc = dmp_client_connect(&opts, &c, err, sizeof err);
+        bool faulted = s_disarm(n);
+        if (rc == 0) {
+            assert_non_null(c);
+            assert_dmp_ok(dmp_client_ping(c));
+            dmp_client_destroy(&c);
+            if (!faulted)
+                break;
+            continue; /* the failure hit the I/O thread, harmlessly */
+        }
+        s_faults++;
+        assert_null(c);
+        if (!s_is_oom(rc))
+            FAULT_LOOP_FAIL("dmp_client_connect", n, rc);
+    }
+    assert_dmp_ok(dmp_test_agent_ping(s_agent));
+}
+
+static void
+test_queue_new_put_get_fail_cleanly(void **state)
+{
+    (void)state;
+    dmp_queue_t *q = NULL;
+    for (long n = 1;; n++) {
+        assert_true(n < LOOP_MAX);
+        s_arm(n);
+        int rc = dmp_queue_new(NULL, &q);
+        bool faulted = s_disarm(n);
+        if (rc == 0 && !faulted)
+            break;
+        if (rc == 0) { /* the failure hit another thread */
+            dmp_queue_destroy(&q);
+            continue;
+        }
+        s_faults++;
+        assert_null(q);
+        if (!s_is_oom(rc))
+            FAULT_LOOP_FAIL("dmp_queue_new", n, rc);
+    }
+    dmp_value_t *item = dmp_list_of(2, dmp_str("once"), dmp_int(42));
+    assert_non_null(item);
+    for (long n = 1;; n++) {
+        assert_true(n < LOOP_MAX);
+        s_arm(n);
+        int rc = dmp_queue_put(q, item, 5.0);
+        bool faulted = s_disarm(n);
+        if (rc == 0)
+            break; /* put: exactly once, checked below */
+        assert_true(faulted);
+        s_faults++;
+        if (!s_is_oom(rc))
+            FAULT_LOOP_FAIL("dmp_queue_put", n, rc);
+    }
+    for (long n = 1;; n++) {
+        assert_true(n < LOOP_MAX);
+        dmp_value_t *got = NULL;
+        s_arm(n);
+        int rc = dmp_queue_get(q, &got, 5.0);
+        bool faulted = s_disarm(n);
+        if (rc == 0) {
+            assert_true(dmp_value_equal(got, item));
+            dmp_value_destroy(&got);
+            break;
+        }
+        assert_true(faulted);
+        s_faults++;
+        assert_null(got);
+        /* DMP_EEMPTY here would mean the failed get lost the item. */
+        if (!s_is_oom(rc))
+            FAULT_LOOP_FAIL("dmp_queue_get", n, rc);
+    }
+    dmp_value_t *extra = NULL;
+    assert_dmp_err(dmp_queue_get(q, &extra, 0), DMP_EEMPTY); /* no dup */
+    dmp_value_destroy(&item);
+    dmp_queue_destroy(&q);
+}
+
+static void
+test_pipe_send_recv_fail_cleanly(void **state)
+{
+    (void)state;
+    dmp_conn_t *a = NULL, *b = NULL;
+    for (long n = 1;; n++) {
+        assert_true(n < LOOP_MAX);
+        s_arm(n);
+        int rc = dmp_pipe(1, &a, &b);
+        bool faulted = s_disarm(n);
+        if (rc == 0 && !faulted)
+            break;
+        if (rc == 0) {
+            dmp_conn_destroy(&a);
+            dmp_conn_destroy(&b);
+            continue;
+        }
+        s_faults++;
+        assert_null(a);
+        assert_null(b);
+        if (!s_is_oom(rc))
+            FAULT_LOOP_FAIL("dmp_pipe", n, rc);
+    }
+    dmp_value_t *msg = dmp_list_of(2, dmp_str("ping"), dmp_bytes("\1\2", 2));
+    assert_non_null(msg);
+    for (long n = 1;; n++) {
+        assert_true(n < LOOP_MAX);
+        s_arm(n);
+        int rc = dmp_conn_send(a, msg);
+        bool faulted = s_disarm(n);
+        if (rc == 0)
+            break;
+        assert_true(faulted);
+        s_faults++;
+        if (!s_is_oom(rc))
+            FAULT_LOOP_FAIL("dmp_conn_send", n, rc);
+    }
+    for (long n = 1;; n++) {
+        assert_true(n < LOOP_MAX);
+        dmp_value_t *got = NULL;
+        s_arm(n);
+        int rc = dmp_conn_recv(b, &got);
+        bool faulted = s_disarm(n);
+        if (rc == 0) {
+            assert_true(dmp_value_equal(got, msg));
+            dmp_value_destroy(&got);
+            break;
+        }
+        assert_true(faulted);
+        s_faults++;
+        assert_null(got);
+        if (!s_is_oom(rc))
+            FAULT_LOOP_FAIL("dmp_conn_recv", n, rc);
+    }
+    assert_int_equal(dmp_conn_poll(b, 0), 0); /* nothing duplicated */
+    dmp_value_destroy(&msg);
+    dmp_conn_destroy(&a);
+    dmp_conn_destroy(&b);
+}
+
+/* args [n]: exits with n. */
+DMP_TARGET(exit_with)
+{
+    int64_t n = -1;
+    dmp_value_get_int(dmp_list_get(args, 0), &n);
+    return (int)n;
+}
+
+static void
+test_process_new_and_start_fail_cleanly(void **state)
+{
+    (void)state;
+    dmp_value_t *args = dmp_list_of(1, dmp_int(7));
+    assert_non_null(args);
+    dmp_process_opts_t opts = {.target = "exit_with", .args = args};
+    dmp_process_t *p = NULL;
+    for (long n = 1;; n++) {
+        assert_true(n < LOOP_MAX);
+        s_arm(n);
+        int rc = dmp_process_new(&opts, &p);
+        bool faulted = s_disarm(n);
+        if (rc == 0 && !faulted)
+            break;
+        if (rc == 0) {
+            dmp_process_destroy(&p);
+            continue;
+        }
+        s_faults++;
+        assert_null(p);
+        if (!s_is_oom(rc))
+            FAULT_LOOP_FAIL("dmp_process_new", n, rc);
+    }
+    /* start: a failed start starts nothing (the loop would otherwise
+     * leave children behind), so it can be retried on the same handle. */
+    unsigned started = 0;
+    for (long n = 1;; n++) {
+        assert_true(n < LOOP_MAX);
+        s_arm(n);
+        int rc = dmp_process_start(p);
+        bool faulted = s_disarm(n);
+        if (rc == 0) {
+            started++;
+            break;
+        }
+        assert_true(faulted);
+        s_faults++;
+        if (!s_is_oom(rc))
+            FAULT_LOOP_FAIL("dmp_process_start", n, rc);
+        assert_int_equal(dmp_process_pid(p), 0);
+    }
+    assert_int_equal(started, 1);
+    assert_dmp_ok(dmp_process_join(p, 20.0));
+    int code = -1;
+    assert_dmp_ok(dmp_process_exitcode(p, &code));
+    assert_int_equal(code, 7);
+    dmp_process_destroy(&p);
+    dmp_value_destroy(&args);
+}
+
+static void
+test_faults_were_injected_and_the_agent_still_serves(void **state)
+{
+    (void)state;
+    print_message("# %u allocation failures injected\n", s_faults);
+    assert_true(s_faults > 50);
+    assert_dmp_ok(dmp_test_agent_ping(s_agent));
+}
+
+int
+main(void)
+{
+    if (getenv("DMP_CHILD") || getenv("DMP_ZYGOTE"))
+        dmp_init();
+    unsetenv("DMP_PLACE");
+    unsetenv("DMP_AGENT");
+    unsetenv("DMP_CLUSTER");
+    dmp_test_init(170);
+    const struct CMUnitTest values[] = {
+        cmocka_unit_test(test_value_constructors_fail_cleanly),
+        cmocka_unit_test(test_value_copy_encode_decode_fail_cleanly),
+    };
+    const struct CMUnitTest agent[] = {
+        cmocka_unit_test(test_client_connect_fails_cleanly),
+        cmocka_unit_test(test_queue_new_put_get_fail_cleanly),
+        cmocka_unit_test(test_pipe_send_recv_fail_cleanly),
+        cmocka_unit_test(test_process_new_and_start_fail_cleanly),
+        cmocka_unit_test(test_faults_were_injected_and_the_agent_still_serves),
+    };
+    int failed = cmocka_run_group_tests_name("values", values, NULL, NULL);
+    failed += cmocka_run_group_tests_name("with an agent", agent, s_agent_up,
+                                          s_agent_down);
+    return failed ? 1 : 0;
+}
