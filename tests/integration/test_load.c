@@ -1,0 +1,313 @@
+/*
+ * test_load.c - one agent under load keeps its memory bounded, keeps
+ * answering others, and loses nothing.
+ *
+ *  - 1000 clients connected at once to one agent (each its own
+ *    dmp_client_connect, with its own ZeroMQ context and I/O thread), each
+ *    making requests from several threads at the same time; a fresh client
+ *    is still answered meanwhile; the agent's RSS stays bounded and its
+ *    descriptors come back once they are gone.
+ *  - 1 M items of 100 bytes through one queue owned by node1 (a 1 MiB
+ *    ring, about 8000 items), put by a process on node2, so every item
+ *    goes through both agents: node2 forwards the pipelined puts, node1
+ *    parks them while the ring is full. A slow consumer here takes them,
+ *    and stops outright for a second three times (a stopped consumer).
+ *    Both agents' RSS stays bounded (holding the items would take over
+ *    100 MB), both answer a ping from another client while the ring is
+ *    full, and every item arrives exactly once, in order. (A queue with
+ *    maxsize takes one round trip per remote put: its Full is decided at
+ *    the owner, so 1 M of them would not fit the test's time.)
+ *
+ * Bounds are on memory and correctness, never on speed. This binary is
+ * also the producer's program (DMP_CHILD, DMP_ZYGOTE).
+ */
+#define _GNU_SOURCE
+#include "dmp_test.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CLIENTS 1000
+#define CLIENT_THREADS 8
+#define REQUESTS_PER_CLIENT 3
+#define ITEMS 1000000
+#define ITEM_BYTES 100
+#define QUEUE_BYTES (1 << 20) /* the ring: about 8000 items */
+#define PAUSES 3            /* the consumer stops this many times */
+#define PAUSE_SECONDS 1.0
+/* RSS an agent may grow by under load (the items alone are 100 MB). */
+#define RSS_GROWTH_MAX_KIB (48 * 1024)
+
+static struct {
+    dmp_test_sandbox_t *sb;
+    dmp_test_agent_t *node1, *node2;
+} s_t;
+
+static void
+s_sleep(double secs)
+{
+    struct timespec ts = {(time_t)secs,
+                          (long)((secs - (double)(time_t)secs) * 1e9)};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+}
+
+/* Item i: its number in the first 8 bytes, then a pattern. */
+static void
+s_item(uint64_t i, uint8_t out[ITEM_BYTES])
+{
+    memcpy(out, &i, sizeof i);
+    for (size_t k = sizeof i; k < ITEM_BYTES; k++)
+        out[k] = (uint8_t)(i + k);
+}
+
+/* args [queue, n]: puts items 0..n-1, waiting whenever the queue is full. */
+DMP_TARGET(producer)
+{
+    dmp_queue_t *q;
+    int64_t n = 0;
+    if (dmp_queue_from_value(dmp_list_get(args, 0), &q) != 0 ||
+        dmp_value_get_int(dmp_list_get(args, 1), &n) != 0)
+        return 2;
+    uint8_t item[ITEM_BYTES];
+    for (int64_t i = 0; i < n; i++) {
+        s_item((uint64_t)i, item);
+        int rc = dmp_queue_put_bytes(q, item, sizeof item, DMP_FOREVER);
+        if (rc) {
+            fprintf(stderr, "# producer: put %lld: %s\n", (long long)i,
+                    dmp_strerror(rc));
+            return 3;
+        }
+    }
+    dmp_queue_destroy(&q); /* delivers every pipelined put first */
+    return 0;
+}
+
+static int
+s_up(void **state)
+{
+    (void)state;
+    /* 1000 clients take about 10 descriptors each here, and one each in
+     * the agent (which inherits our limit). */
+    struct rlimit rl;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    if (rl.rlim_cur < 16384) {
+        rl.rlim_cur = rl.rlim_max < 16384 ? rl.rlim_max : 16384;
+        assert_int_equal(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    }
+    assert_dmp_ok(dmp_test_sandbox_new(&s_t.sb));
+    assert_dmp_ok(dmp_test_agent_new(s_t.sb, "node1", &s_t.node1));
+    assert_dmp_ok(dmp_test_agent_new(s_t.sb, "node2", &s_t.node2));
+    dmp_test_agent_add_peer(s_t.node1, s_t.node2);
+    dmp_test_agent_add_peer(s_t.node2, s_t.node1);
+    assert_dmp_ok(dmp_test_agent_start(s_t.node1));
+    assert_dmp_ok(dmp_test_agent_start(s_t.node2));
+    dmp_client_opts_t opts = {.address = s_t.node1->ipc_address};
+    assert_dmp_ok(dmp_init_opts(&opts, NULL, 0));
+    assert_dmp_ok(dmp_test_wait_alive(dmp_default_client(), 2, 10.0));
+    return 0;
+}
+
+static int
+s_down(void **state)
+{
+    (void)state;
+    dmp_fini();
+    dmp_test_sandbox_destroy(&s_t.sb);
+    assert_int_equal(dmp_test_agents_running(), 0);
+    return 0;
+}
+
+/* ---- 1000 clients ------------------------------------------------------ */
+
+typedef struct {
+    dmp_client_t **clients;
+    size_t first, step;
+    int failures;
+} s_worker_t;
+
+/* Each thread makes requests on every step-th client, round after round,
+ * so that all clients have requests in flight at the same time. */
+static void *
+s_requests(void *arg)
+{
+    s_worker_t *w = arg;
+    for (int round = 0; round < REQUESTS_PER_CLIENT; round++)
+        for (size_t i = w->first; i < CLIENTS; i += w->step) {
+            int rc = round == 1 ? 0 : dmp_client_ping(w->clients[i]);
+            if (round == 1) {
+                dmp_node_info_t *nodes = NULL;
+                size_t n = 0;
+                rc = dmp_client_nodes(w->clients[i], &nodes, &n);
+                if (rc == 0 && n != 2)
+                    rc = -EPROTO;
+                dmp_nodes_free(&nodes);
+            }
+            w->failures += rc != 0;
+        }
+    return NULL;
+}
+
+static void
+test_a_thousand_clients_at_once_are_served(void **state)
+{
+    (void)state;
+    pid_t agent = s_t.node1->pid;
+    long rss_before = dmp_test_rss_kib(agent);
+    int fds_before = dmp_test_count_fds(agent);
+    dmp_client_t **clients = calloc(CLIENTS, sizeof *clients);
+    assert_non_null(clients);
+    dmp_client_opts_t opts = {.address = s_t.node1->ipc_address,
+                              .request_timeout = 60};
+    for (size_t i = 0; i < CLIENTS; i++) {
+        char err[256] = "";
+        int rc = dmp_client_connect(&opts, &clients[i], err, sizeof err);
+        if (rc)
+            print_error("client %zu: %s\n", i, err);
+        assert_dmp_ok(rc);
+    }
+    assert_true(dmp_test_count_fds(agent) >= fds_before + CLIENTS);
+    pthread_t threads[CLIENT_THREADS];
+    s_worker_t workers[CLIENT_THREADS];
+    for (size_t t = 0; t < CLIENT_THREADS; t++) {
+        workers[t] = (s_worker_t){clients, t, CLIENT_THREADS, 0};
+        assert_int_equal(
+            pthread_create(&threads[t], NULL, s_requests, &workers[t]), 0);
+    }
+    /* Meanwhile a newcomer over tcp is answered. */
+    assert_dmp_ok(dmp_test_agent_ping(s_t.node1));
+    int failures = 0;
+    for (size_t t = 0; t < CLIENT_THREADS; t++) {
+        pthread_join(threads[t], NULL);
+        failures += workers[t].failures;
+    }
+    assert_int_equal(failures, 0);
+    long rss_loaded = dmp_test_rss_kib(agent);
+    print_message("# agent with %d clients: RSS %ld KiB (idle %ld KiB)\n",
+                  CLIENTS, rss_loaded, rss_before);
+    assert_true(rss_loaded - rss_before < RSS_GROWTH_MAX_KIB);
+    for (size_t i = 0; i < CLIENTS; i++)
+        dmp_client_destroy(&clients[i]);
+    free(clients);
+    /* Their connections are closed at the agent too: no descriptor kept
+     * per departed client. */
+    double deadline = dmp_test_now() + 10;
+    while (dmp_test_count_fds(agent) > fds_before + 5 &&
+           dmp_test_now() < deadline)
+        s_sleep(0.05);
+    assert_true(dmp_test_count_fds(agent) <= fds_before + 5);
+    assert_dmp_ok(dmp_test_agent_ping(s_t.node1));
+}
+
+/* ---- 1 M items, slow consumer ------------------------------------------- */
+
+typedef struct {
+    long base1, base2, max1, max2;
+} s_rss_t;
+
+static void
+s_sample(s_rss_t *r)
+{
+    long a = dmp_test_rss_kib(s_t.node1->pid);
+    long b = dmp_test_rss_kib(s_t.node2->pid);
+    r->max1 = a > r->max1 ? a : r->max1;
+    r->max2 = b > r->max2 ? b : r->max2;
+}
+
+static void
+test_a_million_items_through_one_queue_with_a_slow_consumer(void **state)
+{
+    (void)state;
+    uint64_t items = ITEMS;
+    if (getenv("DMP_LOAD_ITEMS")) /* shorter runs while debugging */
+        items = strtoull(getenv("DMP_LOAD_ITEMS"), NULL, 10);
+    dmp_queue_opts_t qo = {.capacity = QUEUE_BYTES};
+    dmp_queue_t *q = NULL;
+    assert_dmp_ok(dmp_queue_new(&qo, &q));
+    dmp_value_t *args = dmp_list_of(2, dmp_queue_value(q), dmp_int((int64_t)items));
+    assert_non_null(args);
+    dmp_process_opts_t po = {.target = "producer", .node = "node2",
+                             .args = args};
+    dmp_process_t *p = NULL;
+    assert_dmp_ok(dmp_process_new(&po, &p));
+    dmp_value_destroy(&args);
+    s_rss_t rss = {0};
+    rss.base1 = rss.max1 = dmp_test_rss_kib(s_t.node1->pid);
+    rss.base2 = rss.max2 = dmp_test_rss_kib(s_t.node2->pid);
+    assert_dmp_ok(dmp_process_start(p));
+
+    uint8_t want[ITEM_BYTES];
+    int pauses = 0;
+    double t0 = dmp_test_now();
+    for (uint64_t i = 0; i < items; i++) {
+        /* Stopped: the producer and both agents must wait, not buffer. */
+        if (pauses < PAUSES && i == (uint64_t)(pauses + 1) * items / 4) {
+            s_sleep(PAUSE_SECONDS);
+            s_sample(&rss);
+            int64_t held = dmp_queue_qsize(q);
+            if (held < 1000) /* the ring filled up: the producer waits */
+                fail_msg("only %lld items queued after a pause",
+                         (long long)held);
+            assert_dmp_ok(dmp_test_agent_ping(s_t.node1));
+            assert_dmp_ok(dmp_test_agent_ping(s_t.node2));
+            pauses++;
+        }
+        if (i % 20000 == 0) { /* slow: a pause every 20000 items */
+            if (i && getenv("DMP_LOAD_ITEMS"))
+                print_message("# %llu items, %.1f s\n",
+                              (unsigned long long)i, dmp_test_now() - t0);
+            s_sleep(0.01);
+            s_sample(&rss);
+        }
+        void *data = NULL;
+        size_t len = 0;
+        int rc = dmp_queue_get_bytes(q, &data, &len, 30.0);
+        if (rc)
+            print_error("get of item %llu: %s\n", (unsigned long long)i,
+                        dmp_strerror(rc));
+        assert_dmp_ok(rc);
+        s_item(i, want);
+        if (len != ITEM_BYTES || memcmp(data, want, ITEM_BYTES) != 0) {
+            uint64_t got = 0;
+            memcpy(&got, data, len >= 8 ? 8 : len);
+            fail_msg("item %llu: got item %llu (%zu bytes)",
+                     (unsigned long long)i, (unsigned long long)got, len);
+        }
+        dmp_free(data);
+    }
+    assert_dmp_ok(dmp_process_join(p, 30.0));
+    int code = -1;
+    assert_dmp_ok(dmp_process_exitcode(p, &code));
+    assert_int_equal(code, 0);
+    dmp_process_destroy(&p);
+    void *extra = NULL;
+    size_t len = 0;
+    assert_dmp_err(dmp_queue_get_bytes(q, &extra, &len, 0), DMP_EEMPTY);
+    dmp_queue_destroy(&q);
+    print_message("# RSS node1 %ld -> max %ld KiB, node2 %ld -> max %ld KiB\n",
+                  rss.base1, rss.max1, rss.base2, rss.max2);
+    assert_true(rss.max1 - rss.base1 < RSS_GROWTH_MAX_KIB);
+    assert_true(rss.max2 - rss.base2 < RSS_GROWTH_MAX_KIB);
+}
+
+int
+main(void)
+{
+    if (getenv("DMP_CHILD") || getenv("DMP_ZYGOTE"))
+        dmp_init();
+    unsetenv("DMP_PLACE");
+    unsetenv("DMP_AGENT");
+    unsetenv("DMP_CLUSTER");
+    dmp_test_init(170);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_a_thousand_clients_at_once_are_served),
+        cmocka_unit_test(
+            test_a_million_items_through_one_queue_with_a_slow_consumer),
+    };
+    return cmocka_run_group_tests_name("load", tests, s_up, s_down);
+}
