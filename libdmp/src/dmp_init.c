@@ -294,6 +294,7 @@ dmp_fini(void)
     dmp__process_atexit();
     dmp__queue_atexit();
     dmp__pipe_atexit();
+    dmp__shared_atexit();
     dmp__target_forget_node();
     pthread_mutex_lock(&s_lib.lock);
     s_lib.finished = true;

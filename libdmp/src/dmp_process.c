@@ -457,6 +457,9 @@ dmp_process_start(dmp_process_t *p)
         if (dmp_value_decode(p->args, p->args_len, &args) == 0) {
             dmp__pipe_hold_for_child(args, rep.u.spawn_reply.node,
                                      (pid_t)rep.u.spawn_reply.pid);
+            /* And its Values and Arrays, so that ours may go at once. */
+            dmp__shared_hold_for_child(args, rep.u.spawn_reply.node,
+                                       (pid_t)rep.u.spawn_reply.pid);
             dmp_value_destroy(&args);
         }
     }

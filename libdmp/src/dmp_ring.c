@@ -468,9 +468,10 @@ s_notify_path(const s_hdr_t *h, char out[S_NOTIFY_MAX])
 
 /* One byte to the agent's FIFO; never blocks. A FIFO without a reader
  * (ENXIO) or a full one (EAGAIN) is fine: the agent is awake or will be.
- * Anything but a FIFO is left untouched. */
-static void
-s_notify(const char *path)
+ * Anything but a FIFO is left untouched. (Value and Array locks use it
+ * too: dmp_segment.c.) */
+void
+dmp__fifo_notify(const char *path)
 {
     int fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
     if (fd < 0)
@@ -812,18 +813,24 @@ s_proc_start(int32_t pid, bool *zombie)
     return p ? strtoull(p, NULL, 10) : 0;
 }
 
+bool
+dmp__proc_alive(pid_t pid, uint64_t start)
+{
+    if (pid <= 0)
+        return false;
+    if (kill(pid, 0) != 0 && errno == ESRCH)
+        return false;
+    bool zombie;
+    uint64_t now = s_proc_start(pid, &zombie);
+    if (zombie)
+        return false;
+    return now == 0 || start == 0 || now == start;
+}
+
 static bool
 s_writer_alive(const s_writer_t *w)
 {
-    if (w->pid <= 0)
-        return false;
-    if (kill(w->pid, 0) != 0 && errno == ESRCH)
-        return false;
-    bool zombie;
-    uint64_t start = s_proc_start(w->pid, &zombie);
-    if (zombie)
-        return false;
-    return start == 0 || w->start == 0 || start == w->start;
+    return dmp__proc_alive(w->pid, w->start);
 }
 
 /* Under the lock: does any writer hold the ring? With check_alive, slots
@@ -953,7 +960,7 @@ dmp__ring_close_writer(dmp__ring_t *r)
     if (wake)
         s_futex_wake(&h->word[S_Q_NOT_EMPTY], INT_MAX);
     if (notify[0] && w && w->pid == 0) /* a recv parked at the agent: EOF */
-        s_notify(notify);
+        dmp__fifo_notify(notify);
     return rc;
 }
 
@@ -1058,7 +1065,7 @@ dmp__ring_put(dmp__ring_t *r, const void *data, size_t len, double timeout)
     if (wake_putter)
         s_futex_wake(&h->word[S_Q_NOT_FULL], 1);
     if (notify[0])
-        s_notify(notify);
+        dmp__fifo_notify(notify);
     return 0;
 
 fail:
@@ -1185,7 +1192,7 @@ dmp__ring_get_max(dmp__ring_t *r, uint8_t **data_p, size_t *len_p,
     if (wake_getter)
         s_futex_wake(&h->word[S_Q_NOT_EMPTY], 1);
     if (notify[0])
-        s_notify(notify);
+        dmp__fifo_notify(notify);
 
     if (hd.kind == S_REC_OOL) {
         if (ool_fd >= 0) {
@@ -1273,7 +1280,7 @@ dmp__ring_task_done(dmp__ring_t *r)
     if (wake) /* every joiner */
         s_futex_wake(&h->word[S_Q_JOINED], INT_MAX);
     if (notify[0] && ns.unfinished == 0) /* a join parked at the agent */
-        s_notify(notify);
+        dmp__fifo_notify(notify);
     return 0;
 }
 

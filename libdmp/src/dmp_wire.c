@@ -63,6 +63,9 @@ dmp__wire_encode(const dmp__msg_t *msg, uint8_t **buf_p, size_t *len_p)
     Dmpwire__ObjRelease orel = DMPWIRE__OBJ_RELEASE__INIT;
     Dmpwire__RingOp rop = DMPWIRE__RING_OP__INIT;
     Dmpwire__RingReply rrep = DMPWIRE__RING_REPLY__INIT;
+    Dmpwire__SharedNew shnew = DMPWIRE__SHARED_NEW__INIT;
+    Dmpwire__SharedOp shop = DMPWIRE__SHARED_OP__INIT;
+    Dmpwire__SharedReply shrep = DMPWIRE__SHARED_REPLY__INIT;
     char *ring_names[DMP__OBJ_RINGS_MAX];
     int rc = 0;
 
@@ -281,6 +284,35 @@ dmp__wire_encode(const dmp__msg_t *msg, uint8_t **buf_p, size_t *len_p)
         rrep.count = msg->u.ring_reply.count;
         env.body_case = DMPWIRE__ENVELOPE__BODY_RING_REPLY;
         env.ring_reply = &rrep;
+        break;
+    case DMP__MSG_SHARED_NEW:
+        shnew.typecode = (uint32_t)(unsigned char)msg->u.shared_new.typecode;
+        shnew.length = msg->u.shared_new.length;
+        shnew.lock = msg->u.shared_new.lock;
+        env.body_case = DMPWIRE__ENVELOPE__BODY_SHARED_NEW;
+        env.shared_new = &shnew;
+        break;
+    case DMP__MSG_SHARED_OP:
+        shop.obj = msg->u.shared_op.obj;
+        shop.op = msg->u.shared_op.op;
+        shop.holder_node = (char *)msg->u.shared_op.holder_node;
+        shop.holder_pid = msg->u.shared_op.holder_pid;
+        shop.start = msg->u.shared_op.start;
+        shop.count = msg->u.shared_op.count;
+        shop.data.data = msg->u.shared_op.data;
+        shop.data.len = msg->u.shared_op.len;
+        shop.timeout = msg->u.shared_op.timeout;
+        shop.holding = msg->u.shared_op.holding;
+        env.body_case = DMPWIRE__ENVELOPE__BODY_SHARED_OP;
+        env.shared_op = &shop;
+        break;
+    case DMP__MSG_SHARED_REPLY:
+        shrep.data.data = msg->u.shared_reply.data;
+        shrep.data.len = msg->u.shared_reply.len;
+        shrep.lease = msg->u.shared_reply.lease;
+        shrep.owner_died = msg->u.shared_reply.owner_died;
+        env.body_case = DMPWIRE__ENVELOPE__BODY_SHARED_REPLY;
+        env.shared_reply = &shrep;
         break;
     default:
         return -EINVAL;
@@ -609,6 +641,49 @@ s_from_envelope(const Dmpwire__Envelope *env, dmp__msg_t *msg)
         msg->u.ring_reply.count = env->ring_reply->count;
         return s_copy_bytes(&msg->u.ring_reply.data, &msg->u.ring_reply.len,
                             &env->ring_reply->data, DMP__WIRE_MAX);
+    case DMPWIRE__ENVELOPE__BODY_SHARED_NEW: {
+        const Dmpwire__SharedNew *o = env->shared_new;
+        msg->kind = DMP__MSG_SHARED_NEW;
+        /* A typecode of Python's array module that ctypes shares. */
+        if (o->typecode == 0 || o->typecode > 127 ||
+            !strchr(DMP__TYPECODES, (int)o->typecode) || o->length == 0 ||
+            o->length > DMP__SHARED_LENGTH_MAX)
+            return DMP_EPROTO;
+        msg->u.shared_new.typecode = (char)o->typecode;
+        msg->u.shared_new.length = o->length;
+        msg->u.shared_new.lock = o->lock;
+        return 0;
+    }
+    case DMPWIRE__ENVELOPE__BODY_SHARED_OP: {
+        const Dmpwire__SharedOp *o = env->shared_op;
+        msg->kind = DMP__MSG_SHARED_OP;
+        if (o->op < DMP__SHARED_ATTACH || o->op > DMP__SHARED_OP_LAST ||
+            !s_copy_name(msg->u.shared_op.holder_node, o->holder_node,
+                         false) ||
+            o->holder_pid == 0 || o->holder_pid > INT32_MAX ||
+            o->start > DMP__SHARED_LENGTH_MAX ||
+            o->count > DMP__SHARED_LENGTH_MAX || isnan(o->timeout))
+            return DMP_EPROTO;
+        msg->u.shared_op.obj = o->obj;
+        msg->u.shared_op.op = o->op;
+        msg->u.shared_op.holder_pid = o->holder_pid;
+        msg->u.shared_op.start = o->start;
+        msg->u.shared_op.count = o->count;
+        msg->u.shared_op.timeout = o->timeout;
+        msg->u.shared_op.holding = o->holding;
+        return s_copy_bytes(&msg->u.shared_op.data, &msg->u.shared_op.len,
+                            &o->data, DMP__WIRE_MAX);
+    }
+    case DMPWIRE__ENVELOPE__BODY_SHARED_REPLY: {
+        const Dmpwire__SharedReply *o = env->shared_reply;
+        msg->kind = DMP__MSG_SHARED_REPLY;
+        if (!isfinite(o->lease) || o->lease < 0 || o->lease > 1e6)
+            return DMP_EPROTO;
+        msg->u.shared_reply.lease = o->lease;
+        msg->u.shared_reply.owner_died = o->owner_died;
+        return s_copy_bytes(&msg->u.shared_reply.data,
+                            &msg->u.shared_reply.len, &o->data, DMP__WIRE_MAX);
+    }
     case DMPWIRE__ENVELOPE__BODY_PROC_LIST_REPLY: {
         const Dmpwire__ProcListReply *rep = env->proc_list_reply;
         msg->kind = DMP__MSG_PROC_LIST_REPLY;
@@ -755,6 +830,12 @@ dmp__msg_clear(dmp__msg_t *msg)
     case DMP__MSG_RING_REPLY:
         dmp__free(msg->u.ring_reply.data);
         break;
+    case DMP__MSG_SHARED_OP:
+        dmp__free(msg->u.shared_op.data);
+        break;
+    case DMP__MSG_SHARED_REPLY:
+        dmp__free(msg->u.shared_reply.data);
+        break;
     default:
         break;
     }
@@ -819,6 +900,12 @@ dmp__msg_kind_name(dmp__msg_kind_t kind)
         return "ring-op";
     case DMP__MSG_RING_REPLY:
         return "ring-reply";
+    case DMP__MSG_SHARED_NEW:
+        return "shared-new";
+    case DMP__MSG_SHARED_OP:
+        return "shared-op";
+    case DMP__MSG_SHARED_REPLY:
+        return "shared-reply";
     }
     return "unknown";
 }

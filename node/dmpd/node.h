@@ -259,6 +259,23 @@ double node_objects_next_deadline(node_t *node);
 int node_objects_open(node_t *node);
 void node_objects_close(node_t *node);
 
+/* ---- Values and Arrays (node_shared.c) ------------------------------- */
+/* A new one: replies with an ObjInfo naming its segment, or an Error. */
+void node_shared_new(node_t *node, const dmp__msg_t *req, dmp__msg_t *rep);
+/* Does a SharedOp now, or parks it until the lock is free or its timeout
+ * passes; replies through `from` either way. */
+void node_shared_op(node_t *node, const dmp__msg_t *req,
+                    const node_sub_t *from);
+/* Retries parked operations (after a wake-up of the FIFO). */
+void node_shared_retry(node_t *node);
+/* Seconds until a parked operation times out or a lease runs out
+ * (INFINITY: none); node_shared_timers handles what is due. */
+double node_shared_next_deadline(node_t *node);
+void node_shared_timers(node_t *node);
+/* Every heartbeat: leases, holders that died, objects nobody holds. */
+void node_shared_tick(node_t *node);
+void node_shared_close(node_t *node);
+
 /* ---- forwarding to peers (node_route.c) ------------------------------ */
 /* A request for another node goes to that peer over our DEALER with a
  * fresh id; its reply comes back on the DEALER and is relayed to the
@@ -308,6 +325,8 @@ struct node {
     struct node_park *parked;   /* ring operations waiting for room/items */
     double reoffer_at;          /* items offered to parked gets, not taken */
     uint64_t next_obj;
+    struct node_shobj *shobjs;  /* Values and Arrays we own */
+    struct node_shpark *shparked; /* their operations waiting for a lock */
     int wake_fd;                /* read end of RUNTIME_DIR/wake.fifo */
     int wake_wfd;               /* a write end we hold so it never EOFs */
     char wake_path[PATH_MAX];

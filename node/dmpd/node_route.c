@@ -90,30 +90,42 @@ node_route_forward(node_t *node, node_peer_t *peer, const node_sub_t *client,
     node_route_flush(node, peer);
 }
 
+/* The oldest request for peer still waiting to be sent (ids grow). */
+static struct node_fwd **
+s_oldest_unsent(node_t *node, const node_peer_t *peer)
+{
+    struct node_fwd **best = NULL;
+    for (struct node_fwd **fp = &node->fwds; *fp; fp = &(*fp)->next)
+        if ((*fp)->unsent && strcmp((*fp)->peer, peer->name) == 0 &&
+            (!best || (*fp)->id < (*best)->id))
+            best = fp;
+    return best;
+}
+
+/* Requests to one peer leave in the order they came (a holder's release
+ * of a Value's lock must not overtake its writes, nor its next acquire
+ * the release): oldest first, and none while an older one waits. */
 void
 node_route_flush(node_t *node, node_peer_t *peer)
 {
     double now = dmp__now();
-    for (struct node_fwd **fp = &node->fwds; *fp;) {
+    struct node_fwd **fp;
+    while ((fp = s_oldest_unsent(node, peer)) != NULL) {
         struct node_fwd *f = *fp;
-        if (!f->unsent || strcmp(f->peer, peer->name) != 0) {
-            fp = &f->next;
-            continue;
-        }
         if (zmq_send(peer->sock, f->unsent, f->unsent_len, ZMQ_DONTWAIT) >=
             0) {
             dmp__free(f->unsent);
             f->unsent = NULL;
-        } else if (now >= f->send_by) {
-            debug_f("cannot forward to '%s': %s", peer->name,
-                    zmq_strerror(errno));
-            *fp = f->next;
-            s_reply_error(&f->client, f->client_id, DMP_ENODE, peer->name);
-            dmp__free(f->unsent);
-            dmp__free(f);
             continue;
         }
-        fp = &f->next;
+        if (now < f->send_by)
+            return; /* the link is not up yet: the rest wait behind it */
+        debug_f("cannot forward to '%s': %s", peer->name,
+                zmq_strerror(errno));
+        *fp = f->next;
+        s_reply_error(&f->client, f->client_id, DMP_ENODE, peer->name);
+        dmp__free(f->unsent);
+        dmp__free(f);
     }
 }
 

@@ -262,6 +262,12 @@ s_dispatch(node_t *node, void *sock, zmq_msg_t *rid, const char *user_id,
     case DMP__MSG_RING_OP:
         node_objects_ring_op(node, req, &from);
         return; /* answered now or when it can be */
+    case DMP__MSG_SHARED_NEW:
+        node_shared_new(node, req, &rep);
+        break;
+    case DMP__MSG_SHARED_OP:
+        node_shared_op(node, req, &from);
+        return; /* answered now or when it can be */
     case DMP__MSG_HEARTBEAT:
         if (tcp)
             node_peers_on_heartbeat(node, user_id, req);
@@ -457,6 +463,7 @@ s_teardown(node_t *node)
     node_spawn_close(node);
     node_zygote_close_all(node);
     node_objects_close(node);
+    node_shared_close(node);
     node_route_close(node);
     for (int i = 0; i < UPLOADS_MAX; i++)
         node_cache_upload_abort(&s_uploads[i].up);
@@ -540,6 +547,9 @@ node_run(node_t *node)
             if (park < wait)
                 wait = park;
         }
+        double shared = node_shared_next_deadline(node);
+        if (shared < wait)
+            wait = shared;
         if (zmq_poll(items, (int)n_items, dmp__timeout_ms(wait)) < 0 &&
             errno != EINTR) {
             error_f("poll failed: %s", zmq_strerror(errno));
@@ -555,7 +565,9 @@ node_run(node_t *node)
                     info_f("stopping on signal %u", si.ssi_signo);
                 node->stopping = true;
             } else if (i == 2) {
-                node_objects_retry(node);
+                node_objects_retry(node); /* drains the FIFO */
+                if (node->shparked)
+                    node_shared_retry(node);
             } else if (control >= 0 && i == 3) {
                 char buf[64];
                 ssize_t n = read(control, buf, sizeof buf);
@@ -582,12 +594,14 @@ node_run(node_t *node)
         }
         if (node->parked && node_objects_next_deadline(node) <= 0)
             node_objects_retry(node); /* time-outs */
+        node_shared_timers(node);   /* time-outs, leases */
         if (dmp__now() >= next_tick) {
             node_peers_tick(node);
             node_route_tick(node);
             node_zygote_tick(node);
             if (node->parked) /* a pipe's writer may have died: EOF */
                 node_objects_retry(node);
+            node_shared_tick(node);
             next_tick = dmp__now() + node->cfg.heartbeat;
         }
     }
