@@ -230,6 +230,12 @@ typedef struct {
  * user. 0 and *pid_p once it has exec'd, or -errno of what failed. */
 int node_jail_spawn(const node_jail_spawn_t *spawn, pid_t *pid_p);
 
+/* ---- descriptor guard (node_fdguard.c) ------------------------------- */
+/* After each round of the main loop: takes the local socket's name away
+ * while fewer than a reserve of descriptors are free (libzmq aborts on
+ * EMFILE in an ipc accept), gives it back once enough are. */
+void node_fdguard_check(node_t *node);
+
 /* ---- zygotes (node_zygote.c) ----------------------------------------- */
 /* Starts a target's child by forking it from a zygote of `exe` (started
  * on first use): 0 and *pid_p, or an error after which the caller execs

@@ -604,6 +604,7 @@ node_run(node_t *node)
             node_shared_tick(node);
             next_tick = dmp__now() + node->cfg.heartbeat;
         }
+        node_fdguard_check(node); /* before libzmq's accept runs out */
     }
     info_f("stopped");
     s_teardown(node);
