@@ -157,6 +157,7 @@ typedef enum {
     DMP__MSG_SHARED_NEW,
     DMP__MSG_SHARED_OP,
     DMP__MSG_SHARED_REPLY,
+    DMP__MSG_MGR_NAME,
 } dmp__msg_kind_t;
 
 /* Shared objects an agent owns, and what RingOp may ask of their rings. */
@@ -348,6 +349,13 @@ typedef struct {
             double lease;       /* finite, 0 .. 1e6 */
             bool owner_died;
         } shared_reply;
+        struct {
+            uint32_t op;        /* DMP__MGR_NAME_* */
+            char name[DMP__NAME_MAX];
+            uint8_t *addr;      /* owned on decode; borrowed on encode */
+            size_t len;
+            uint64_t proc;
+        } mgr_name;
     } u;
 } dmp__msg_t;
 
@@ -780,6 +788,10 @@ int dmp__sock_connect_checked(void *ctx, void *sock, const char *endpoint,
  * renewed every second by its connection; a client on the same host is
  * watched by pid and start time instead. */
 #define DMP__MANAGER_LEASE 5.0
+/* MgrName ops, and the largest address the agents keep. */
+enum { DMP__MGR_NAME_REGISTER = 1, DMP__MGR_NAME_UNREGISTER = 2,
+       DMP__MGR_NAME_LOOKUP = 3 };
+#define DMP__MGR_ADDR_MAX 1024
 /*
  * Requests, items of the manager's request queue (little endian):
  *   u8 op, u64 client, u64 seq, u64 object, f64 timeout, u8 n_args, then
@@ -845,6 +857,9 @@ int dmp__manager_serve(const dmp_value_t *args);
  * the agent also forgets a manager whose process ended). */
 int dmp__manager_register(const char *name, const dmp_value_t *addr);
 void dmp__manager_unregister(const char *name);
+/* When pid started (ticks since boot), 0 when gone or a zombie: pid and
+ * start time name one process (clients and servers watch each other). */
+uint64_t dmp__manager_pid_start(pid_t pid);
 /* dmp_fini's first step: leave every manager, stop the ones we started. */
 void dmp__manager_atexit(void);
 /* One call on a proxy's object (dmp_proxy.c): -EINVAL when the proxy is

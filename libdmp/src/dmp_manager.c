@@ -60,6 +60,7 @@ struct dmp_proxy {
     uint64_t obj;
     dmp_proxy_type_t type;
     char typecode;
+    uint64_t incarnation;      /* of the server its object lives in */
 };
 
 static pthread_mutex_t s_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -80,22 +81,32 @@ s_register_target(void)
     dmp_target_register(&s_target_reg);
 }
 
-/* True while pid is the process that started at `start`, not a zombie. */
-static bool
-s_pid_alive(pid_t pid, uint64_t start)
+/* When pid started (field 22 of /proc/PID/stat, clock ticks since boot),
+ * or 0 when it is gone or a zombie: with the pid, it names one process. */
+uint64_t
+dmp__manager_pid_start(pid_t pid)
 {
-    char path[64], buf[512];
+    char path[64], buf[1024];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
     FILE *f = fopen(path, "re");
     if (!f)
-        return false;
+        return 0;
     size_t n = fread(buf, 1, sizeof buf - 1, f);
     fclose(f);
     buf[n] = '\0';
-    char *p = strrchr(buf, ')');
+    char *p = strrchr(buf, ')'); /* the command may contain spaces */
     if (!p || p[1] != ' ' || p[2] == 'Z' || p[2] == 'X')
-        return false;
-    return dmp__proc_starttime(pid) == start;
+        return 0;
+    /* p + 1 is the space before field 3 (the state) */
+    for (int field = 3; field <= 22 && p; field++)
+        p = strchr(p + 1, ' ');
+    return p ? strtoull(p + 1, NULL, 10) : 0;
+}
+
+static bool
+s_pid_alive(pid_t pid, uint64_t start)
+{
+    return start != 0 && dmp__manager_pid_start(pid) == start;
 }
 
 /* ---- liveness of the server ------------------------------------------- */
@@ -402,7 +413,7 @@ s_connect(const dmp_value_t *addr, dmp_manager_t **m_p)
                    s_pid_alive(m->pid, m->start);
     dmp_value_t *hello[3] = {
         dmp_queue_value(m->replies), dmp_int(getpid()),
-        dmp_int((int64_t)dmp__proc_starttime(getpid()))};
+        dmp_int((int64_t)dmp__manager_pid_start(getpid()))};
     dmp_value_t *res = NULL;
     rc = hello[0] && hello[1] && hello[2] ? 0 : -ENOMEM;
     if (rc == 0)
@@ -451,6 +462,9 @@ s_unref(dmp_manager_t *m)
     s_conn_free(m);
 }
 
+static int s_resolve(const char *lookup, const char *key,
+                     dmp_value_t **addr_p);
+
 /* ---- the API: managers ----------------------------------------------- */
 
 int
@@ -474,6 +488,15 @@ dmp_manager_start(const dmp_manager_opts_t *opts, dmp_manager_t **m_p)
     int rc = dmp__init_lazy();
     if (rc)
         return rc;
+    if (opts->name) {
+        /* Names are the cluster's: refuse one a live manager holds on any
+         * node (its own agent refuses it again at registration). */
+        dmp_value_t *taken = NULL;
+        if (s_resolve(name, NULL, &taken) == 0) {
+            dmp_value_destroy(&taken);
+            return -EEXIST;
+        }
+    }
     dmp_queue_t *boot = NULL;
     dmp_process_t *proc = NULL;
     dmp_value_t *args = NULL, *hello = NULL;
@@ -590,6 +613,7 @@ s_proxy_new(dmp_manager_t *m, const dmp_value_t *res, dmp_proxy_t **p_p)
     p->obj = (uint64_t)obj;
     p->type = (dmp_proxy_type_t)type;
     p->typecode = (char)tc;
+    p->incarnation = m->incarnation;
     pthread_mutex_lock(&s_lock);
     m->refs++;
     pthread_mutex_unlock(&s_lock);
@@ -599,8 +623,6 @@ s_proxy_new(dmp_manager_t *m, const dmp_value_t *res, dmp_proxy_t **p_p)
 
 /* Re-resolves a manager found by name when its server is gone: a
  * restarted one (a new incarnation) takes over this handle. */
-static int s_resolve(const char *lookup, const char *key,
-                     dmp_value_t **addr_p);
 static void s_keepalive_start(dmp_manager_t *m);
 
 static int
@@ -890,33 +912,124 @@ dmp__proxy_call(dmp_proxy_t *p, dmp_proxy_type_t want, int op,
     for (size_t i = 0; i < n; i++)
         if (!args[i])
             return -EINVAL;
+    if (p->incarnation != p->m->incarnation) {
+        /* Its connection follows a restarted server by name; the object
+         * died with the old one. */
+        snprintf(p->m->errmsg, sizeof p->m->errmsg, "the object's manager "
+                 "'%s' was restarted: its objects are gone", p->m->name);
+        return DMP_ENODE;
+    }
     return s_call(p->m, (uint8_t)op, p->obj, timeout, args, n, res_p);
 }
 
 /* ---- names ------------------------------------------------------------------ */
 
+/* One MgrName request to our agent (node NULL) or to `node`. */
+static int
+s_name_request(const char *node, uint32_t op, const char *name,
+               const uint8_t *addr, size_t len, uint64_t proc,
+               dmp_value_t **addr_p)
+{
+    dmp_client_t *c = dmp_default_client();
+    if (!c)
+        return -EBADF;
+    dmp__msg_t req = {.kind = DMP__MSG_MGR_NAME}, rep;
+    req.u.mgr_name.op = op;
+    dmp__strlcpy(req.u.mgr_name.name, name, DMP__NAME_MAX);
+    req.u.mgr_name.addr = (uint8_t *)addr;
+    req.u.mgr_name.len = len;
+    req.u.mgr_name.proc = proc;
+    int rc = dmp__client_request(c, node ? dmp__obj_route(node) : NULL, &req,
+                                 &rep, op == DMP__MGR_NAME_LOOKUP
+                                           ? DMP__MSG_MGR_NAME
+                                           : DMP__MSG_OK, 5.0);
+    if (rc == 0 && addr_p)
+        rc = dmp_value_decode(rep.u.mgr_name.addr, rep.u.mgr_name.len, addr_p);
+    if (rc == 0)
+        dmp__msg_clear(&rep);
+    return rc;
+}
+
 int
 dmp__manager_register(const char *name, const dmp_value_t *addr)
 {
-    (void)name;
-    (void)addr;
-    return 0;
+    const char *proc = getenv("DMP_PROC");
+    uint8_t *enc = NULL;
+    size_t len = 0;
+    int rc = dmp_value_encode(addr, &enc, &len);
+    if (rc == 0)
+        rc = len <= DMP__MGR_ADDR_MAX
+                 ? s_name_request(NULL, DMP__MGR_NAME_REGISTER, name, enc, len,
+                                  proc ? strtoull(proc, NULL, 10) : 0, NULL)
+                 : -ENAMETOOLONG;
+    dmp_free(enc);
+    return rc;
 }
 
 void
 dmp__manager_unregister(const char *name)
 {
-    (void)name;
+    s_name_request(NULL, DMP__MGR_NAME_UNREGISTER, name, NULL, 0, 0, NULL);
 }
 
+/* "NAME", "NAME@NODE" or "NAME@tcp://HOST:PORT" to an address list. */
 static int
-s_resolve(const char *lookup, const char *key,
-                     dmp_value_t **addr_p)
+s_resolve(const char *lookup, const char *key, dmp_value_t **addr_p)
 {
-    (void)lookup;
-    (void)key;
-    (void)addr_p;
-    return -ENOENT;
+    char name[DMP__NAME_MAX], where[DMP__ADDR_MAX] = "";
+    const char *at = strchr(lookup, '@');
+    size_t nl = at ? (size_t)(at - lookup) : strlen(lookup);
+    if (nl == 0 || nl >= sizeof name ||
+        (at && strlen(at + 1) >= sizeof where))
+        return -EINVAL;
+    memcpy(name, lookup, nl);
+    name[nl] = '\0';
+    if (at)
+        dmp__strlcpy(where, at + 1, sizeof where);
+    if (!dmp__name_valid(name))
+        return -EINVAL;
+    int rc;
+    if (strstr(where, "://")) {
+        /* From outside: join the cluster through that node, with our key,
+         * pinning its public key (as dmp_init does from DMP_*). */
+        if (!dmp__endpoint_valid(where))
+            return -EINVAL;
+        dmp_client_opts_t o = {.address = where,
+                               .key_file = key ? key : getenv("DMP_KEY"),
+                               .server_key = getenv("DMP_SERVER_KEY")};
+        char err[DMP__TEXT_MAX] = "";
+        rc = dmp_init_opts(&o, err, sizeof err);
+        if (rc) {
+            dmp__log(DMP_LOG_WARN, "cannot join the cluster at '%s': %s",
+                     where, err);
+            return rc;
+        }
+        where[0] = '\0';
+    } else {
+        if (where[0] && !dmp__name_valid(where))
+            return -EINVAL;
+        if ((rc = dmp__init_lazy()) != 0)
+            return rc;
+    }
+    if (where[0])
+        return s_name_request(where, DMP__MGR_NAME_LOOKUP, name, NULL, 0, 0,
+                              addr_p);
+    rc = s_name_request(NULL, DMP__MGR_NAME_LOOKUP, name, NULL, 0, 0, addr_p);
+    if (rc != -ENOENT)
+        return rc;
+    /* Not at our node: ask every other alive one. */
+    dmp_node_info_t *nodes = NULL;
+    size_t n = 0;
+    if (dmp_nodes(&nodes, &n) != 0)
+        return -ENOENT;
+    const char *self = dmp_client_node(dmp_default_client());
+    rc = -ENOENT;
+    for (size_t i = 0; i < n && rc == -ENOENT; i++)
+        if (nodes[i].state == DMP_NODE_ALIVE && strcmp(nodes[i].name, self))
+            rc = s_name_request(nodes[i].name, DMP__MGR_NAME_LOOKUP, name,
+                                NULL, 0, 0, addr_p);
+    dmp_nodes_free(&nodes);
+    return rc == DMP_ENODE ? -ENOENT : rc;
 }
 
 int

@@ -750,22 +750,10 @@ s_client_gone(s_client_t *c, const char *why)
     dmp__free(c);
 }
 
-/* True while pid is the process that started at `start`, not a zombie. */
 static bool
 s_pid_alive(pid_t pid, uint64_t start)
 {
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "re");
-    if (!f)
-        return false;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')');
-    if (!p || p[1] != ' ' || p[2] == 'Z' || p[2] == 'X')
-        return false;
-    return dmp__proc_starttime(pid) == start;
+    return start != 0 && dmp__manager_pid_start(pid) == start;
 }
 
 static void
@@ -1686,7 +1674,7 @@ s_serve(const dmp_value_t *args)
         const char *proc = getenv("DMP_PROC");
         addr = dmp_list_of(7, dmp_str(S.name), dmp_str(dmp_current_node()),
                            dmp_int(getpid()),
-                           dmp_int((int64_t)dmp__proc_starttime(getpid())),
+                           dmp_int((int64_t)dmp__manager_pid_start(getpid())),
                            dmp_int((int64_t)S.incarnation),
                            dmp_queue_value(S.requests),
                            dmp_int(proc ? strtoll(proc, NULL, 10) : 0));

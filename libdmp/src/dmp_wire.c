@@ -66,6 +66,7 @@ dmp__wire_encode(const dmp__msg_t *msg, uint8_t **buf_p, size_t *len_p)
     Dmpwire__SharedNew shnew = DMPWIRE__SHARED_NEW__INIT;
     Dmpwire__SharedOp shop = DMPWIRE__SHARED_OP__INIT;
     Dmpwire__SharedReply shrep = DMPWIRE__SHARED_REPLY__INIT;
+    Dmpwire__MgrName mname = DMPWIRE__MGR_NAME__INIT;
     char *ring_names[DMP__OBJ_RINGS_MAX];
     int rc = 0;
 
@@ -313,6 +314,15 @@ dmp__wire_encode(const dmp__msg_t *msg, uint8_t **buf_p, size_t *len_p)
         shrep.owner_died = msg->u.shared_reply.owner_died;
         env.body_case = DMPWIRE__ENVELOPE__BODY_SHARED_REPLY;
         env.shared_reply = &shrep;
+        break;
+    case DMP__MSG_MGR_NAME:
+        mname.op = msg->u.mgr_name.op;
+        mname.name = (char *)msg->u.mgr_name.name;
+        mname.addr.data = msg->u.mgr_name.addr;
+        mname.addr.len = msg->u.mgr_name.len;
+        mname.proc = msg->u.mgr_name.proc;
+        env.body_case = DMPWIRE__ENVELOPE__BODY_MGR_NAME;
+        env.mgr_name = &mname;
         break;
     default:
         return -EINVAL;
@@ -684,6 +694,19 @@ s_from_envelope(const Dmpwire__Envelope *env, dmp__msg_t *msg)
         return s_copy_bytes(&msg->u.shared_reply.data,
                             &msg->u.shared_reply.len, &o->data, DMP__WIRE_MAX);
     }
+    case DMPWIRE__ENVELOPE__BODY_MGR_NAME: {
+        const Dmpwire__MgrName *o = env->mgr_name;
+        msg->kind = DMP__MSG_MGR_NAME;
+        /* A known op, a manager name, an address only where one goes. */
+        if (o->op < DMP__MGR_NAME_REGISTER || o->op > DMP__MGR_NAME_LOOKUP ||
+            !s_copy_name(msg->u.mgr_name.name, o->name, false) ||
+            (o->op == DMP__MGR_NAME_UNREGISTER && o->addr.len))
+            return DMP_EPROTO;
+        msg->u.mgr_name.op = o->op;
+        msg->u.mgr_name.proc = o->proc;
+        return s_copy_bytes(&msg->u.mgr_name.addr, &msg->u.mgr_name.len,
+                            &o->addr, DMP__MGR_ADDR_MAX);
+    }
     case DMPWIRE__ENVELOPE__BODY_PROC_LIST_REPLY: {
         const Dmpwire__ProcListReply *rep = env->proc_list_reply;
         msg->kind = DMP__MSG_PROC_LIST_REPLY;
@@ -836,6 +859,9 @@ dmp__msg_clear(dmp__msg_t *msg)
     case DMP__MSG_SHARED_REPLY:
         dmp__free(msg->u.shared_reply.data);
         break;
+    case DMP__MSG_MGR_NAME:
+        dmp__free(msg->u.mgr_name.addr);
+        break;
     default:
         break;
     }
@@ -906,6 +932,8 @@ dmp__msg_kind_name(dmp__msg_kind_t kind)
         return "shared-op";
     case DMP__MSG_SHARED_REPLY:
         return "shared-reply";
+    case DMP__MSG_MGR_NAME:
+        return "mgr-name";
     }
     return "unknown";
 }

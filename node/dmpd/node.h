@@ -304,6 +304,13 @@ void node_route_close(node_t *node);
 int node_send_to(const node_sub_t *sub, const dmp__msg_t *msg);
 node_peer_t *node_peers_find(node_t *node, const char *name);
 
+/* ---- managers by name (node_manager.c) ------------------------------- */
+/* Registers, forgets or looks up a manager's address (MgrName); `local`:
+ * the request came over the ipc socket. Fills rep. */
+void node_manager_name(node_t *node, const dmp__msg_t *req, bool local,
+                       dmp__msg_t *rep);
+void node_manager_close(void);
+
 /* ---- the agent (node_server.c) --------------------------------------- */
 struct node {
     node_config_t cfg;

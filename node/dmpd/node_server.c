@@ -268,6 +268,9 @@ s_dispatch(node_t *node, void *sock, zmq_msg_t *rid, const char *user_id,
     case DMP__MSG_SHARED_OP:
         node_shared_op(node, req, &from);
         return; /* answered now or when it can be */
+    case DMP__MSG_MGR_NAME:
+        node_manager_name(node, req, !tcp, &rep);
+        break;
     case DMP__MSG_HEARTBEAT:
         if (tcp)
             node_peers_on_heartbeat(node, user_id, req);
@@ -464,6 +467,7 @@ s_teardown(node_t *node)
     node_zygote_close_all(node);
     node_objects_close(node);
     node_shared_close(node);
+    node_manager_close();
     node_route_close(node);
     for (int i = 0; i < UPLOADS_MAX; i++)
         node_cache_upload_abort(&s_uploads[i].up);
