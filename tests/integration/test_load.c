@@ -40,8 +40,21 @@
 #define QUEUE_BYTES (1 << 20) /* the ring: about 8000 items */
 #define PAUSES 3            /* the consumer stops this many times */
 #define PAUSE_SECONDS 1.0
-/* RSS an agent may grow by under load (the items alone are 100 MB). */
+/* RSS an agent may grow by under load (the items alone are 100 MB).
+ * Not checked under AddressSanitizer, whose quarantine keeps up to 256 MB
+ * of freed memory resident: make test-asan looks for memory errors here,
+ * the normal build for the bound. */
 #define RSS_GROWTH_MAX_KIB (48 * 1024)
+#if defined(__SANITIZE_ADDRESS__)
+#define RSS_CHECKED 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define RSS_CHECKED 0
+#endif
+#endif
+#ifndef RSS_CHECKED
+#define RSS_CHECKED 1
+#endif
 
 static struct {
     dmp_test_sandbox_t *sb;
@@ -190,7 +203,7 @@ test_a_thousand_clients_at_once_are_served(void **state)
     long rss_loaded = dmp_test_rss_kib(agent);
     print_message("# agent with %d clients: RSS %ld KiB (idle %ld KiB)\n",
                   CLIENTS, rss_loaded, rss_before);
-    assert_true(rss_loaded - rss_before < RSS_GROWTH_MAX_KIB);
+    assert_true(!RSS_CHECKED || rss_loaded - rss_before < RSS_GROWTH_MAX_KIB);
     for (size_t i = 0; i < CLIENTS; i++)
         dmp_client_destroy(&clients[i]);
     free(clients);
@@ -291,8 +304,8 @@ test_a_million_items_through_one_queue_with_a_slow_consumer(void **state)
     dmp_queue_destroy(&q);
     print_message("# RSS node1 %ld -> max %ld KiB, node2 %ld -> max %ld KiB\n",
                   rss.base1, rss.max1, rss.base2, rss.max2);
-    assert_true(rss.max1 - rss.base1 < RSS_GROWTH_MAX_KIB);
-    assert_true(rss.max2 - rss.base2 < RSS_GROWTH_MAX_KIB);
+    assert_true(!RSS_CHECKED || rss.max1 - rss.base1 < RSS_GROWTH_MAX_KIB);
+    assert_true(!RSS_CHECKED || rss.max2 - rss.base2 < RSS_GROWTH_MAX_KIB);
 }
 
 int
