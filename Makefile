@@ -43,6 +43,8 @@ UNIT     := $(patsubst tests/unit/%.c,$(B)/tests/unit/%,$(wildcard tests/unit/te
 INTEG    := $(patsubst tests/integration/%.c,$(B)/tests/integration/%,$(wildcard tests/integration/test_*.c))
 BENCH    := $(patsubst tests/bench/%.c,$(B)/tests/bench/%,$(wildcard tests/bench/bench_*.c))
 EXAMPLES := $(patsubst libdmp/examples/%.c,$(B)/examples/%,$(wildcard libdmp/examples/*.c))
+# Shared objects for `dmp map MODULE.so:FUNC` (built without -ldmp).
+MODULES  := $(patsubst libdmp/examples/modules/%.c,$(B)/examples/%.so,$(wildcard libdmp/examples/modules/*.c))
 LIBA     := $(B)/lib/libdmp.a
 LIBSO    := $(B)/lib/libdmp.so
 
@@ -50,7 +52,7 @@ LIBSO    := $(B)/lib/libdmp.so
 .SECONDARY: $(SUP_OBJ)
 
 .PHONY: all deps check-deps test test-unit test-integration test-deploy demo bench install clean
-all: check-deps $(B)/bin/dmpd $(B)/bin/dmp $(LIBA) $(LIBSO) $(B)/lib/libdmp.pc $(EXAMPLES)
+all: check-deps $(B)/bin/dmpd $(B)/bin/dmp $(LIBA) $(LIBSO) $(B)/lib/libdmp.pc $(EXAMPLES) $(MODULES)
 
 check-deps:
 	@deploy/install-deps.sh --check
@@ -93,9 +95,13 @@ $(NODE_LIB): $(filter-out $(B)/obj/dmpd/main.o,$(DMPD_OBJ))
 $(B)/bin/dmpd: $(B)/obj/dmpd/main.o $(NODE_LIB) $(LIBA)
 	@mkdir -p $(@D)
 	$(CC) -o $@ $^ $(PKG_LIBS)
+# -rdynamic: modules `dmp map` loads call dmp's API from this executable.
 $(B)/bin/dmp: $(CLI_OBJ) $(LIBA)
 	@mkdir -p $(@D)
-	$(CC) -o $@ $(CLI_OBJ) $(LIBA) $(PKG_LIBS)
+	$(CC) -rdynamic -o $@ $(CLI_OBJ) $(LIBA) $(PKG_LIBS) -ldl
+$(B)/examples/%.so: libdmp/examples/modules/%.c libdmp/include/dmp.h
+	@mkdir -p $(@D)
+	$(CC) $(WARN) $(CFLAGS) -Ilibdmp/include -shared -fPIC -o $@ $<
 $(B)/examples/%: libdmp/examples/%.c $(LIBA)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIBA) $(PKG_LIBS)

@@ -57,6 +57,7 @@ int cli_nodes(int argc, char **argv);
 int cli_cluster(int argc, char **argv);
 int cli_run(int argc, char **argv);
 int cli_ps(int argc, char **argv);
+int cli_map(int argc, char **argv);
 
 /* Waits until the node behind client reports `want` alive nodes (itself
  * included). Returns 0, or DMP_ENODE/-ETIMEDOUT. */

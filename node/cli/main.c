@@ -1,5 +1,6 @@
 /*
- * main.c - the dmp command: keys, cluster membership, local clusters.
+ * main.c - the dmp command: keys, cluster membership, local clusters,
+ * remote runs, pool maps.
  */
 #define _GNU_SOURCE
 #include "cli.h"
@@ -15,6 +16,8 @@ static const char s_usage[] =
     "  nodes [options]           list the cluster's nodes\n"
     "  run [--node N] -- PROG ARGS   run a program on a node, stream its output\n"
     "  ps [options]              processes across the cluster\n"
+    "  map [options] MODULE.so:FUNC [ITEM ...]   a function over items\n"
+    "  map [options] -- CMD {} ...   a command over items, on the cluster\n"
     "  cluster up -n N --dir DIR start N local agents with fresh keys\n"
     "  cluster down --dir DIR    stop them\n"
     "  cluster start|stop --dir DIR NODE   one node of such a cluster\n"
@@ -65,6 +68,11 @@ s_log(dmp_log_level_t level, const char *msg, void *arg)
 int
 main(int argc, char **argv)
 {
+    /* `dmp map` runs its workers from this executable: a child or a fork
+     * server started by an agent is served by dmp_init, which never
+     * returns then. */
+    if (getenv("DMP_CHILD") || getenv("DMP_ZYGOTE"))
+        dmp_init();
     if (getenv("DMP_DEBUG"))
         dmp_set_log_handler(s_log, DMP_LOG_DEBUG, NULL);
     if (argc < 2 || strcmp(argv[1], "-h") == 0 ||
@@ -87,6 +95,8 @@ main(int argc, char **argv)
         return cli_run(argc - 1, argv + 1);
     if (strcmp(cmd, "ps") == 0)
         return cli_ps(argc - 1, argv + 1);
+    if (strcmp(cmd, "map") == 0)
+        return cli_map(argc - 1, argv + 1);
     cli_error("unknown command '%s'; see 'dmp --help'", cmd);
     return CLI_USAGE;
 }
