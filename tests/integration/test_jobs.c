@@ -231,6 +231,32 @@ DMP_TARGET(fd_channels)
     return rc ? 251 : (at_start ? 100 : 0) + later;
 }
 
+/* What the agents' environment holds and no job may inherit. */
+static const char *const s_not_inherited[] = {"LD_LIBRARY_PATH", "LD_PRELOAD",
+                                              "DMP_TEST_CANARY", NULL};
+/* Arguments a shell would expand; a command gets them literally. */
+static const char *const s_literal[] = {"a b", "$(touch /tmp/dmp-pwned)",
+                                        "`id`;|&>*", "'\"", NULL};
+
+static int
+s_env_is_clean(void)
+{
+    int bad = 0;
+    for (size_t i = 0; s_not_inherited[i]; i++)
+        if (getenv(s_not_inherited[i])) {
+            fprintf(stderr, "# job inherited %s\n", s_not_inherited[i]);
+            bad++;
+        }
+    return bad;
+}
+
+/* A target's environment holds nothing of the agent's but the allow-list. */
+DMP_TARGET(clean_env)
+{
+    (void)args;
+    return s_env_is_clean();
+}
+
 /* ---- helpers ---------------------------------------------------------------- */
 
 static struct {
@@ -418,7 +444,13 @@ s_limits_up(void **state)
 {
     (void)state;
     assert_dmp_ok(dmp_test_sandbox_new(&s_t.sb));
+    /* FAULTS.md: environment injection. The agent gets these; its jobs
+     * must not (harmless values: nothing is preloaded). */
+    setenv("LD_LIBRARY_PATH", "/nonexistent-dmp-test", 1);
+    setenv("DMP_TEST_CANARY", "leaked", 1);
     s_agent_up("limits", NULL, true);
+    unsetenv("LD_LIBRARY_PATH");
+    unsetenv("DMP_TEST_CANARY");
     int64_t want[W_N] = {NOFILE, s_as_limit(), CPU_SECONDS, NPROC,
                          -1, -1, -1};
     memcpy(s_t.want, want, sizeof want);
@@ -517,6 +549,31 @@ test_agent_raised_its_own_descriptor_limit(void **state)
     free(text);
     assert_true(soft > AGENT_SOFT_NOFILE);
     assert_true(soft == hard);
+}
+
+/* Environment from an allow-list, argv passed literally (no shell), for
+ * a target and for a command. */
+static void
+test_environment_is_an_allow_list_and_argv_is_literal(void **state)
+{
+    (void)state;
+    assert_int_equal(s_run_target("clean_env", NULL), 0);
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    assert_true(n > 0);
+    self[n] = '\0';
+    char *argv[] = {self, "--literal", (char *)s_literal[0],
+                    (char *)s_literal[1], (char *)s_literal[2],
+                    (char *)s_literal[3], NULL};
+    dmp_process_t *p = NULL;
+    assert_dmp_ok(dmp__process_new_command(argv, NULL, &p));
+    assert_dmp_ok(dmp_process_start(p));
+    assert_dmp_ok(dmp_process_join(p, 30.0));
+    int code = -1;
+    assert_dmp_ok(dmp_process_exitcode(p, &code));
+    dmp_process_destroy(&p);
+    assert_int_equal(code, 0);
+    assert_int_equal(access("/tmp/dmp-pwned", F_OK), -1);
 }
 
 static void
@@ -618,6 +675,12 @@ main(int argc, char **argv)
 {
     if (getenv("DMP_CHILD") || getenv("DMP_ZYGOTE"))
         dmp_init();
+    if (argc >= 2 && strcmp(argv[1], "--literal") == 0) {
+        int bad = s_env_is_clean();
+        for (int i = 0; s_literal[i]; i++)
+            bad += 2 + i >= argc || strcmp(argv[2 + i], s_literal[i]) != 0;
+        return bad + (argc != 2 + 4);
+    }
     if (argc == 2 + W_N && strcmp(argv[1], "--confinement") == 0) {
         int64_t want[W_N];
         for (size_t i = 0; i < W_N; i++)
@@ -635,6 +698,7 @@ main(int argc, char **argv)
         cmocka_unit_test(test_job_has_only_fds_0_to_2_then_only_dmp_channels),
         cmocka_unit_test(test_a_job_cannot_open_more_than_job_rlimit_nofile),
         cmocka_unit_test(test_agent_raised_its_own_descriptor_limit),
+        cmocka_unit_test(test_environment_is_an_allow_list_and_argv_is_literal),
         cmocka_unit_test(test_bad_settings_refuse_to_start),
     };
     const struct CMUnitTest nobody[] = {
