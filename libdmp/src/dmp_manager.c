@@ -215,6 +215,14 @@ s_call_locked(dmp_manager_t *m, uint8_t op, uint64_t obj, double timeout,
                  "requests (its queue is full)", m->name);
         return DMP_ENODE;
     }
+    if (rc == -EBADF || rc == DMP_ENODE) {
+        /* Its request queue is gone (a server that stopped removes it) or
+         * unreachable: the manager is. */
+        snprintf(m->errmsg, sizeof m->errmsg, "manager '%s' on node '%s' is "
+                 "gone (%s)", m->name, m->node, dmp_strerror(rc));
+        m->gone = true;
+        return DMP_ENODE;
+    }
     if (rc) {
         snprintf(m->errmsg, sizeof m->errmsg, "cannot reach manager '%s': "
                  "%s", m->name, dmp_strerror(rc));
@@ -369,10 +377,12 @@ s_addr_read(dmp_manager_t *m, const dmp_value_t *addr)
     return 0;
 }
 
-/* Connects to the server an address names: a new connection (1 ref),
- * or the existing one of that incarnation with one more reference. */
+/* Connects to the server an address names: a new connection (1 ref), or,
+ * with `share` (proxies opened from values), the existing one of that
+ * incarnation with one more reference. Handles the user gets from start
+ * and connect are their own: destroying one never affects another. */
 static int
-s_connect(const dmp_value_t *addr, dmp_manager_t **m_p)
+s_connect(const dmp_value_t *addr, bool share, dmp_manager_t **m_p)
 {
     int rc = dmp__init_lazy();
     if (rc)
@@ -389,7 +399,7 @@ s_connect(const dmp_value_t *addr, dmp_manager_t **m_p)
         return rc;
     }
     pthread_mutex_lock(&s_lock);
-    for (dmp_manager_t *c = s_conns; c; c = c->next)
+    for (dmp_manager_t *c = share ? s_conns : NULL; c; c = c->next)
         if (c->incarnation == m->incarnation && !c->gone) {
             c->refs++;
             pthread_mutex_unlock(&s_lock);
@@ -530,7 +540,7 @@ dmp_manager_start(const dmp_manager_opts_t *opts, dmp_manager_t **m_p)
         rc = (int)code;
     dmp_manager_t *m = NULL;
     if (rc == 0)
-        rc = s_connect(dmp_list_get(hello, 1), &m);
+        rc = s_connect(dmp_list_get(hello, 1), false, &m);
     dmp_value_destroy(&hello);
     if (rc) {
         if (proc) {
@@ -639,7 +649,7 @@ s_reconnect(dmp_manager_t *m)
         return DMP_ENODE;
     }
     dmp_manager_t *fresh = NULL;
-    int rc = s_connect(addr, &fresh);
+    int rc = s_connect(addr, false, &fresh);
     dmp_value_destroy(&addr);
     if (rc)
         return rc;
@@ -862,7 +872,7 @@ dmp_proxy_from_value(const dmp_value_t *v, dmp_proxy_t **p_p)
         return -EINVAL;
     dmp_manager_t *m = NULL;
     int rc = dmp_value_type(l) == DMP_VALUE_LIST && dmp_value_len(l) == 4
-                 ? s_connect(dmp_list_get(l, 0), &m) : -EINVAL;
+                 ? s_connect(dmp_list_get(l, 0), true, &m) : -EINVAL;
     if (rc == 0) {
         dmp_value_t *res = dmp_list_of(3, dmp_value_copy(dmp_list_get(l, 1)),
                                        dmp_value_copy(dmp_list_get(l, 2)),
@@ -1042,7 +1052,7 @@ dmp_manager_connect(const char *address_or_name, const char *key,
     if (rc)
         return rc;
     dmp_manager_t *m = NULL;
-    rc = s_connect(addr, &m);
+    rc = s_connect(addr, false, &m);
     dmp_value_destroy(&addr);
     if (rc)
         return rc;
