@@ -316,8 +316,8 @@ dmp__proc_starttime(pid_t pid)
     char *p = strrchr(buf, ')'); /* the command may contain spaces */
     if (!p)
         return 0;
-    p++;
-    /* fields after ')' start with the state (3rd); starttime is the 22nd */
+    /* ')' ends the 2nd field; each space found starts the next one, and
+     * starttime is the 22nd (the 23rd, vsize, changes as it runs) */
     for (int field = 2; field < 22 && p; field++)
         p = strchr(p + 1, ' ');
     return p ? strtoull(p + 1, NULL, 10) : 0;

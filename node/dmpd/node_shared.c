@@ -21,7 +21,8 @@
  *
  * Lifetime: processes of this host holding a handle are in the segment's
  * table (by pid and start time); those elsewhere are records here, kept
- * while they renew (HOLD_LEASE) or until they detach. An object nobody
+ * while they renew (the hold's lease: two of the lock's) or until they
+ * detach. An object nobody
  * holds any more, here or elsewhere, is removed: at once when the last
  * holder lets go, else at the next heartbeat once a holder died. A new
  * object gets GRACE to be held by its creator.
@@ -36,8 +37,8 @@
 #define SHARED_MAX 4096       /* objects at once */
 #define PARKED_MAX 65536
 #define LEASE_MIN 2.0         /* seconds: a remote lock holder's lease */
-#define HOLD_LEASE_MIN 30.0   /* a remote handle's (at least 10 leases) */
-#define GRACE 10.0            /* for the creator to hold a new object */
+#define HOLD_LEASE_MIN 4.0    /* a remote handle's (at least 2 leases) */
+#define GRACE 3.0             /* for the creator to hold a new object */
 
 /* A process elsewhere that holds a handle (or will: HOLD_FOR). */
 typedef struct node_shholder {
@@ -90,7 +91,11 @@ s_lease(const node_t *node)
 static double
 s_hold_lease(const node_t *node)
 {
-    double lease = 10 * s_lease(node);
+    /* A holder that cannot renew for this long is as good as dead, as
+     * its node would be (heartbeat x liveness): the object it held may go
+     * once nobody else holds it. A live one attaches again when it hears
+     * back (then the object may be gone: -EBADF). */
+    double lease = 2 * s_lease(node);
     return lease > HOLD_LEASE_MIN ? lease : HOLD_LEASE_MIN;
 }
 
@@ -481,9 +486,9 @@ node_shared_op(node_t *node, const dmp__msg_t *req, const node_sub_t *from)
                 s_unlock(node, o, false);
             s_holder_drop(o, h);
         }
-        s_reply(from, req->id, 0, NULL, 0, 0, false);
-        if (s_unused(o, true))
+        if (s_unused(o, true)) /* gone before the holder hears back */
             s_remove(node, o);
+        s_reply(from, req->id, 0, NULL, 0, 0, false);
         return;
     case DMP__SHARED_RENEW:
         if (o->locker == h)

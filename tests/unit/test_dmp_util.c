@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void
 test_util_validates_inputs_like_the_agent_does(void **state)
@@ -454,6 +455,38 @@ s_fault_loop(const dmp__msg_t *msg)
     return failures;
 }
 
+/* starttime is field 22 of /proc/PID/stat, which never changes while the
+ * process lives (the field after it, vsize, does): so a pid and its start
+ * time name one process. */
+static void
+test_util_proc_starttime_is_field_22_and_stays(void **state)
+{
+    (void)state;
+    char buf[1024];
+    FILE *f = fopen("/proc/self/stat", "re");
+    assert_non_null(f);
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')');
+    assert_non_null(p);
+    unsigned long long fields[24] = {0};
+    int k = 3;
+    for (p += 2; k < 24 && *p; k++) { /* field 3, the state, is a letter */
+        fields[k] = strtoull(p, NULL, 10);
+        p = strchr(p, ' ');
+        if (!p)
+            break;
+        p++;
+    }
+    uint64_t start = dmp__proc_starttime(getpid());
+    assert_true(start == fields[22]);
+    void *big = malloc(64u << 20); /* vsize grows; starttime does not */
+    assert_non_null(big);
+    assert_true(dmp__proc_starttime(getpid()) == start);
+    free(big);
+}
+
 static void
 test_util_fault_loop_encode_decode_heartbeat(void **state)
 {
@@ -494,6 +527,7 @@ main(void)
         cmocka_unit_test(test_util_clocks_are_monotonic),
         cmocka_unit_test(test_util_log_is_silent_until_a_handler_is_installed),
         cmocka_unit_test(test_util_alloc_fail_after_fails_exactly_the_nth),
+        cmocka_unit_test(test_util_proc_starttime_is_field_22_and_stays),
         cmocka_unit_test(test_util_fault_loop_encode_decode_heartbeat),
         cmocka_unit_test(test_util_fault_loop_encode_decode_nodes_reply),
     };
