@@ -45,8 +45,11 @@ dmp__feeder_fini(dmp__feeder_t *f)
 
 static void s_batch_done(int rc, const dmp__msg_t *rep, void *arg);
 
-/* Sends the buffered items as one batch. Caller holds f->mx. */
-static void
+/* Sends the buffered items as one batch. Caller holds f->mx. Out of
+ * memory: the items stay buffered, for the next put or flush to send
+ * (nothing a put accepted is dropped); another error becomes the
+ * feeder's, reported by the next call. */
+static int
 s_send_locked(dmp__feeder_t *f)
 {
     dmp__msg_t req = {.kind = DMP__MSG_RING_OP};
@@ -60,13 +63,16 @@ s_send_locked(dmp__feeder_t *f)
                                                 dmp__obj_route(f->node), &req,
                                                 s_batch_done, f)
                        : -EBADF;
+    if (rc == -ENOMEM)
+        return rc;
     f->len = 0; /* encoded by now: the buffer can fill again */
     if (rc) {
         if (!f->error)
             f->error = rc;
-        return;
+        return rc;
     }
     f->inflight = true;
+    return 0;
 }
 
 /* On the client's I/O thread: a batch is at the owner (or failed). */
@@ -115,8 +121,10 @@ dmp__feeder_put(dmp__feeder_t *f, const void *data, size_t len)
             p[i] = (uint8_t)(len >> (8 * i));
         memcpy(p + 4, data, len);
         f->len += 4 + len;
-        if (!f->inflight)
-            s_send_locked(f);
+        if (!f->inflight && s_send_locked(f) == -ENOMEM) {
+            f->len -= 4 + len; /* not sent: this put did not happen */
+            rc = -ENOMEM;
+        }
     }
     pthread_mutex_unlock(&f->mx);
     return rc;
@@ -126,9 +134,15 @@ int
 dmp__feeder_flush(dmp__feeder_t *f)
 {
     pthread_mutex_lock(&f->mx);
+    /* Items a send lacked the memory for are still here: send them. */
+    int rc = !f->inflight && f->len ? s_send_locked(f) : 0;
+    if (rc == -ENOMEM) {
+        pthread_mutex_unlock(&f->mx);
+        return rc;
+    }
     while (f->inflight)
         pthread_cond_wait(&f->cv, &f->mx);
-    int rc = f->error;
+    rc = f->error;
     f->error = 0;
     pthread_mutex_unlock(&f->mx);
     return rc;

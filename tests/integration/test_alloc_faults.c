@@ -11,7 +11,7 @@
  * result is exactly what it would have been without faults.
  *
  * A real agent (over ipc) serves the client, queue, pipe and process
- * loops. The library's client has an I/O thread; the count is global, so
+ * loops; a second one owns a queue used remotely through the first. The library's client has an I/O thread; the count is global, so
  * a failure may land there instead, and the loop then checks that the
  * caller still gets an answer (an error or success), never a hang.
  *
@@ -29,7 +29,7 @@
 #define LOOP_MAX 100000 /* a call that never succeeds is a failure too */
 
 static dmp_test_sandbox_t *s_sb;
-static dmp_test_agent_t *s_agent;
+static dmp_test_agent_t *s_agent, *s_agent2;
 static unsigned s_faults; /* injected failures seen, over all loops */
 
 /* True when rc is what a call may return when an allocation failed. */
@@ -178,9 +178,14 @@ s_agent_up(void **state)
     (void)state;
     assert_dmp_ok(dmp_test_sandbox_new(&s_sb));
     assert_dmp_ok(dmp_test_agent_new(s_sb, "faults", &s_agent));
+    assert_dmp_ok(dmp_test_agent_new(s_sb, "faults2", &s_agent2));
+    dmp_test_agent_add_peer(s_agent, s_agent2);
+    dmp_test_agent_add_peer(s_agent2, s_agent);
     assert_dmp_ok(dmp_test_agent_start(s_agent));
+    assert_dmp_ok(dmp_test_agent_start(s_agent2));
     dmp_client_opts_t opts = {.address = s_agent->ipc_address};
     assert_dmp_ok(dmp_init_opts(&opts, NULL, 0));
+    assert_dmp_ok(dmp_test_wait_alive(dmp_default_client(), 2, 10.0));
     return 0;
 }
 
@@ -401,6 +406,113 @@ test_process_new_and_start_fail_cleanly(void **state)
     dmp_value_destroy(&args);
 }
 
+/* args [reply, done]: creates a queue on its node (faults2), sends its
+ * handle through `reply`, and keeps it alive until `done` says so. */
+DMP_TARGET(remote_owner)
+{
+    dmp_queue_t *reply = NULL, *done = NULL, *q = NULL;
+    if (dmp_queue_from_value(dmp_list_get(args, 0), &reply) != 0 ||
+        dmp_queue_from_value(dmp_list_get(args, 1), &done) != 0 ||
+        dmp_queue_new(NULL, &q) != 0)
+        return 2;
+    dmp_value_t *h = dmp_queue_value(q);
+    int rc = h ? dmp_queue_put(reply, h, 10.0) : -ENOMEM;
+    dmp_value_destroy(&h);
+    dmp_value_t *ok = NULL;
+    if (rc == 0)
+        rc = dmp_queue_get(done, &ok, 60.0);
+    dmp_value_destroy(&ok);
+    dmp_queue_destroy(&q);
+    dmp_queue_destroy(&reply);
+    dmp_queue_destroy(&done);
+    return rc ? 3 : 0;
+}
+
+/* The same loops on a queue owned by another node: puts pipelined through
+ * both agents, gets answered by the owner. */
+static void
+test_remote_queue_put_get_fail_cleanly(void **state)
+{
+    (void)state;
+    dmp_queue_t *reply = NULL, *done = NULL;
+    assert_dmp_ok(dmp_queue_new(NULL, &reply));
+    assert_dmp_ok(dmp_queue_new(NULL, &done));
+    dmp_value_t *args =
+        dmp_list_of(2, dmp_queue_value(reply), dmp_queue_value(done));
+    assert_non_null(args);
+    dmp_process_opts_t po = {.target = "remote_owner", .node = "faults2",
+                             .args = args};
+    dmp_process_t *p = NULL;
+    assert_dmp_ok(dmp_process_new(&po, &p));
+    dmp_value_destroy(&args);
+    assert_dmp_ok(dmp_process_start(p));
+    dmp_value_t *h = NULL;
+    assert_dmp_ok(dmp_queue_get(reply, &h, 20.0));
+    dmp_queue_t *q = NULL;
+    for (long n = 1;; n++) {
+        assert_true(n < LOOP_MAX);
+        s_arm(n);
+        int rc = dmp_queue_from_value(h, &q);
+        bool faulted = s_disarm(n);
+        if (rc == 0 && !faulted)
+            break;
+        if (rc == 0) {
+            dmp_queue_destroy(&q);
+            continue;
+        }
+        s_faults++;
+        assert_null(q);
+        if (!s_is_oom(rc))
+            FAULT_LOOP_FAIL("dmp_queue_from_value", n, rc);
+    }
+    dmp_value_t *item = dmp_list_of(2, dmp_str("remote"), dmp_int(7));
+    assert_non_null(item);
+    for (long n = 1;; n++) {
+        assert_true(n < LOOP_MAX);
+        s_arm(n);
+        int rc = dmp_queue_put(q, item, 5.0);
+        bool faulted = s_disarm(n);
+        if (rc == 0)
+            break;
+        assert_true(faulted);
+        s_faults++;
+        if (!s_is_oom(rc))
+            FAULT_LOOP_FAIL("remote dmp_queue_put", n, rc);
+    }
+    for (long n = 1;; n++) {
+        assert_true(n < LOOP_MAX);
+        dmp_value_t *got = NULL;
+        s_arm(n);
+        int rc = dmp_queue_get(q, &got, 5.0);
+        bool faulted = s_disarm(n);
+        if (rc == 0) {
+            assert_true(dmp_value_equal(got, item));
+            dmp_value_destroy(&got);
+            break;
+        }
+        assert_true(faulted);
+        s_faults++;
+        assert_null(got);
+        if (!s_is_oom(rc))
+            FAULT_LOOP_FAIL("remote dmp_queue_get", n, rc);
+    }
+    dmp_value_t *extra = NULL;
+    assert_dmp_err(dmp_queue_get(q, &extra, 0.5), DMP_EEMPTY); /* no dup */
+    dmp_value_destroy(&item);
+    dmp_queue_destroy(&q);
+    dmp_value_t *go = dmp_none();
+    assert_dmp_ok(dmp_queue_put(done, go, 5.0));
+    dmp_value_destroy(&go);
+    assert_dmp_ok(dmp_process_join(p, 20.0));
+    int code = -1;
+    assert_dmp_ok(dmp_process_exitcode(p, &code));
+    assert_int_equal(code, 0);
+    dmp_process_destroy(&p);
+    dmp_value_destroy(&h);
+    dmp_queue_destroy(&reply);
+    dmp_queue_destroy(&done);
+}
+
 static void
 test_faults_were_injected_and_the_agent_still_serves(void **state)
 {
@@ -428,6 +540,7 @@ main(void)
         cmocka_unit_test(test_queue_new_put_get_fail_cleanly),
         cmocka_unit_test(test_pipe_send_recv_fail_cleanly),
         cmocka_unit_test(test_process_new_and_start_fail_cleanly),
+        cmocka_unit_test(test_remote_queue_put_get_fail_cleanly),
         cmocka_unit_test(test_faults_were_injected_and_the_agent_still_serves),
     };
     int failed = cmocka_run_group_tests_name("values", values, NULL, NULL);
