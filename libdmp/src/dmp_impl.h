@@ -486,8 +486,10 @@ bool dmp__job_set_locked(dmp__job_t *job, size_t i, int rc, int code,
 bool dmp__job_is_set_locked(const dmp__job_t *job, size_t i);
 /* Nothing more is wanted: map failed or is complete, every item set. */
 bool dmp__job_finished_locked(const dmp__job_t *job);
-/* Sets every item not yet set to rc (the pool was terminated, ...). */
-void dmp__job_fail_locked(dmp__job_t *job, int rc, const char *text);
+/* Sets every item not yet set to rc, with the original code and text
+ * (the pool was terminated, its initializer fails, ...). */
+void dmp__job_fail_locked(dmp__job_t *job, int rc, int code,
+                          const char *text);
 /* True once, when the job is ready and has a callback to run; the caller
  * then runs dmp__job_callback without any lock held. */
 bool dmp__job_callback_due_locked(dmp__job_t *job);

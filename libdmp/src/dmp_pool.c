@@ -60,6 +60,7 @@
 #define SPAWN_GIVE_UP 5.0  /* seconds with no worker at all: calls fail */
 #define STOP_WAIT 2.0      /* terminate: SIGTERM, SIGKILL after this */
 #define DRAIN_MAX 64       /* result messages taken per lock */
+#define EST_TASKS 16       /* tasks whose time per item is remembered */
 
 enum { C_PENDING = 1, C_OUT = 2, C_DONE = 3 };
 enum { P_RUN = 0, P_CLOSE = 1, P_TERMINATE = 2 };
@@ -164,8 +165,11 @@ struct dmp_pool {
     s_work_t *works, *works_tail;
     s_chunk_t *pend_head, *pend_tail;
     s_hash_t hash;
-    double est_us;            /* per item, any task: for new calls */
-    bool est_known;
+    struct {                  /* per item, by task: for new calls */
+        char task[DMP__NAME_MAX];
+        double us;
+    } est[EST_TASKS];
+    unsigned est_next;        /* the entry to reuse next */
     dmp__buf_t msg;           /* a message being built */
     unsigned init_failures;   /* in a row, without a hello */
     int broken_rc, broken_code; /* calls fail at once with these */
@@ -426,9 +430,10 @@ s_chunk_fail(dmp_pool_t *pool, s_chunk_t *c, int rc, const char *text,
     for (size_t i = 0; i < c->n; i++)
         dmp__job_set_locked(work->job, c->first + i, rc, rc, NULL, 0, text);
     bool finished = dmp__job_finished_locked(work->job);
-    if (dmp__job_callback_due_locked(work->job))
-        s_due_add(due, work->job);
+    bool due_now = dmp__job_callback_due_locked(work->job);
     dmp__job_unlock(work->job);
+    if (due_now) /* it takes a reference: not under the job's lock */
+        s_due_add(due, work->job);
     work->left++;
     s_chunk_done(pool, c);
     if (finished)
@@ -439,15 +444,17 @@ s_chunk_fail(dmp_pool_t *pool, s_chunk_t *c, int rc, const char *text,
 
 /* Every call fails with rc (terminate, a broken pool, no worker). */
 static void
-s_fail_all(dmp_pool_t *pool, int rc, const char *text, s_due_t *due)
+s_fail_all(dmp_pool_t *pool, int rc, int code, const char *text,
+           s_due_t *due)
 {
     while (pool->works) {
         s_work_t *work = pool->works;
         dmp__job_lock(work->job);
-        dmp__job_fail_locked(work->job, rc, text);
-        if (dmp__job_callback_due_locked(work->job))
-            s_due_add(due, work->job);
+        dmp__job_fail_locked(work->job, rc, code, text);
+        bool due_now = dmp__job_callback_due_locked(work->job);
         dmp__job_unlock(work->job);
+        if (due_now) /* it takes a reference: not under the job's lock */
+            s_due_add(due, work->job);
         work->left++;
         for (size_t i = 0; i < work->n_chunks; i++)
             s_chunk_done(pool, &work->chunks[i]);
@@ -480,7 +487,22 @@ s_break(dmp_pool_t *pool, int rc, int code, const char *text, s_due_t *due)
     pool->broken_code = code;
     dmp__strlcpy(pool->broken_text, text, sizeof pool->broken_text);
     dmp__log(DMP_LOG_WARN, "pool: %s", text);
-    s_fail_all(pool, rc, text, due);
+    s_fail_all(pool, rc, code, text, due);
+}
+
+/* Remembers a task's time per item for its next calls (apply_async
+ * makes one call per item: each starts with what the last measured). */
+static void
+s_est_note(dmp_pool_t *pool, const char *task, double us)
+{
+    size_t i = 0;
+    while (i < EST_TASKS && strcmp(pool->est[i].task, task) != 0)
+        i++;
+    if (i == EST_TASKS) {
+        i = pool->est_next++ % EST_TASKS;
+        dmp__strlcpy(pool->est[i].task, task, sizeof pool->est[i].task);
+    }
+    pool->est[i].us = us;
 }
 
 static void
@@ -531,16 +553,16 @@ s_on_results(dmp_pool_t *pool, const uint8_t *p, const uint8_t *end,
         if (!work)
             continue;
         bool finished = dmp__job_finished_locked(work->job);
-        if (dmp__job_callback_due_locked(work->job))
-            s_due_add(due, work->job);
+        bool due_now = dmp__job_callback_due_locked(work->job);
         dmp__job_unlock(work->job);
+        if (due_now) /* it takes a reference: not under the job's lock */
+            s_due_add(due, work->job);
         if (n) {
             double per = (double)us / n;
             work->est_us = work->est_known ? 0.7 * work->est_us + 0.3 * per
                                            : per;
-            pool->est_us = pool->est_known ? 0.7 * pool->est_us + 0.3 * per
-                                           : per;
-            work->est_known = pool->est_known = true;
+            work->est_known = true;
+            s_est_note(pool, work->task, work->est_us);
         }
         work->left++; /* c's work outlives these two steps */
         if (finished)
@@ -606,8 +628,10 @@ static size_t
 s_batch(const dmp_pool_t *pool, const s_chunk_t *c)
 {
     const s_work_t *work = c->work;
-    double est = work->est_known ? work->est_us
-                                 : pool->est_known ? pool->est_us : -1;
+    double est = work->est_known ? work->est_us : -1;
+    for (size_t i = 0; !work->est_known && i < EST_TASKS; i++)
+        if (strcmp(pool->est[i].task, work->task) == 0)
+            est = pool->est[i].us; /* the same task in an earlier call */
     if (est < 0)
         return 1; /* unknown: long tasks must spread evenly */
     double chunk_us = est * (double)c->n;
@@ -964,7 +988,8 @@ s_fill_slots(dmp_pool_t *pool, s_due_t *due)
         any |= pool->slots[i] != NULL;
     if (!any && pool->spawn_failing_since &&
         dmp__now() - pool->spawn_failing_since > SPAWN_GIVE_UP)
-        s_fail_all(pool, pool->spawn_rc, pool->spawn_text, due);
+        s_fail_all(pool, pool->spawn_rc, pool->spawn_rc, pool->spawn_text,
+                   due);
 }
 
 static void
@@ -1238,7 +1263,8 @@ s_handler(void *arg)
             pool->state = P_TERMINATE;
         }
         if (pool->state == P_TERMINATE) {
-            s_fail_all(pool, -ECANCELED, "the pool was terminated", &due);
+            s_fail_all(pool, -ECANCELED, -ECANCELED,
+                       "the pool was terminated", &due);
             s_stop_all(pool);
         } else {
             double now = dmp__now();
@@ -1551,7 +1577,8 @@ s_submit(dmp_pool_t *pool, dmp__job_kind_t kind, const char *task,
         int why = pool->state != P_RUN ? -EBADF : pool->broken_rc;
         if (why != -EBADF) { /* a broken pool: the call fails with it */
             dmp__job_lock(job);
-            dmp__job_fail_locked(job, why, pool->broken_text);
+            dmp__job_fail_locked(job, why, pool->broken_code,
+                                 pool->broken_text);
             dmp__job_unlock(job);
         }
         pthread_mutex_unlock(&pool->lock);
@@ -1590,16 +1617,17 @@ s_submit(dmp_pool_t *pool, dmp__job_kind_t kind, const char *task,
     }
     if (rc) {
         dmp__job_lock(job);
-        dmp__job_fail_locked(job, rc, "out of memory");
+        dmp__job_fail_locked(job, rc, rc, "out of memory");
         dmp__job_unlock(job);
         s_work_cancel(pool, work);
     }
     if (--work->left == 0) {
         /* nothing to run (map over []) or all failed at once */
         dmp__job_lock(job);
-        if (dmp__job_callback_due_locked(job))
-            s_due_add(&due, job);
+        bool due_now = dmp__job_callback_due_locked(job);
         dmp__job_unlock(job);
+        if (due_now) /* it takes a reference: not under the job's lock */
+            s_due_add(&due, job);
         s_work_free(pool, work);
     } else {
         s_dispatch_locked(pool, &due);

@@ -229,10 +229,10 @@ dmp__job_set_locked(dmp__job_t *job, size_t i, int rc, int code,
 }
 
 void
-dmp__job_fail_locked(dmp__job_t *job, int rc, const char *text)
+dmp__job_fail_locked(dmp__job_t *job, int rc, int code, const char *text)
 {
     for (size_t i = 0; i < job->n && !dmp__job_finished_locked(job); i++)
-        dmp__job_set_locked(job, i, rc, rc, NULL, 0, text);
+        dmp__job_set_locked(job, i, rc, code, NULL, 0, text);
 }
 
 bool
