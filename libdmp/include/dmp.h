@@ -695,7 +695,7 @@ DMP_EXPORT void dmp_imap_destroy(dmp_imap_t **it_p);
  * and the lock of a Value or Array (get_lock(): an RLock). An object is
  * owned by the node where it is created. Processes on that host map its
  * shared-memory segment and work on it directly; the lock is a
- * process-shared robust mutex, so a holder killed while holding it does
+ * robust process-shared lock, so a holder killed while holding it does
  * not block the others: the next acquirer gets DMP_EOWNERDEAD, once.
  * Processes on other hosts use the same handle: every read, write, lock
  * operation and add goes through the owning node, and mutual exclusion

@@ -659,16 +659,16 @@ bool dmp__proc_alive(pid_t pid, uint64_t start);
 /* ---- Value and Array segments (dmp_segment.c) ------------------------- */
 /*
  * The same-host data plane of Value, Array, RawValue and RawArray: a POSIX
- * shm segment holding `length` elements of one typecode, a process-shared
- * robust mutex (the object's lock: a holder killed while holding it hands
- * DMP_EOWNERDEAD to the next explicit acquirer), and the table of the
- * processes of this host that hold a handle (by pid and start time, so
+ * shm segment holding `length` elements of one typecode, a robust
+ * process-shared lock (the object's lock: a holder killed while holding it
+ * hands DMP_EOWNERDEAD to the next explicit acquirer), and the table of
+ * the processes of this host that hold a handle (by pid and start time, so
  * that a dead one stops counting). The owning agent creates and maps it
  * too, to serve processes on other hosts; it only ever tries the lock.
  *
- * The mutex is not recursive: recursion (Python's RLock) and thread
- * ownership are counted by each process (dmp_shared.c), so that the hot
- * path is one uncontended lock and unlock.
+ * The lock names a process, not a thread: recursion (Python's RLock) and
+ * thread ownership are counted by each process (dmp_shared.c), so that the
+ * hot path is one compare-and-swap to take it and one to release it.
  */
 #define DMP__TYPECODES "cbBhHiIlLqQfd"
 typedef struct dmp__seg dmp__seg_t;
@@ -701,8 +701,8 @@ void *dmp__seg_data(const dmp__seg_t *seg);
  * `defer`: a local acquirer, which first gives processes waiting at the
  * owning agent a moment (so that they are not starved). -ETIMEDOUT. */
 int dmp__seg_lock(dmp__seg_t *seg, double timeout, bool tell, bool defer);
-/* Releases; pokes the owner's FIFO when it waits for it. -EPERM when the
- * calling thread does not hold it. */
+/* Releases; pokes the owner's FIFO when it waits for it. -EPERM when this
+ * process does not hold it. */
 int dmp__seg_unlock(dmp__seg_t *seg);
 /* The owner, for processes elsewhere: says that some wait for the lock
  * (on: the next release pokes its FIFO, and local acquirers defer), or
@@ -729,10 +729,50 @@ int dmp__seg_sweep(dmp__seg_t *seg);
  * float is explicit); set_int converts for f and d; set_double: -EINVAL
  * for the integer typecodes (Python's TypeError). Integers wrap to the
  * element's width, as ctypes does. */
-int dmp__elem_get_int(int tc, const void *p, int64_t *out);
 double dmp__elem_get_double(int tc, const void *p);
-void dmp__elem_set_int(int tc, void *p, int64_t v);
 int dmp__elem_set_double(int tc, void *p, double v);
+/* (get_int and set_int are inline: the hot path of `v.value += 1`.) */
+#define DMP__ELEM_LOAD(T, p) __atomic_load_n((T *)(p), __ATOMIC_RELAXED)
+#define DMP__ELEM_STORE(T, p, v)                                             \
+    __atomic_store_n((T *)(p), (T)(v), __ATOMIC_RELAXED)
+static inline int
+dmp__elem_get_int(int tc, const void *p, int64_t *out)
+{
+    switch (tc) {
+    case 'c': case 'B': *out = DMP__ELEM_LOAD(const uint8_t, p); return 0;
+    case 'b': *out = DMP__ELEM_LOAD(const int8_t, p); return 0;
+    case 'h': *out = DMP__ELEM_LOAD(const int16_t, p); return 0;
+    case 'H': *out = DMP__ELEM_LOAD(const uint16_t, p); return 0;
+    case 'i': *out = DMP__ELEM_LOAD(const int32_t, p); return 0;
+    case 'I': *out = DMP__ELEM_LOAD(const uint32_t, p); return 0;
+    case 'l': case 'q': *out = DMP__ELEM_LOAD(const int64_t, p); return 0;
+    case 'L': case 'Q':
+        *out = (int64_t)DMP__ELEM_LOAD(const uint64_t, p);
+        return 0;
+    default: return -EINVAL;
+    }
+}
+static inline void
+dmp__elem_set_int(int tc, void *p, int64_t v)
+{
+    switch (tc) {
+    case 'c': case 'b': case 'B':
+        DMP__ELEM_STORE(uint8_t, p, (uint64_t)v);
+        break;
+    case 'h': case 'H':
+        DMP__ELEM_STORE(uint16_t, p, (uint64_t)v);
+        break;
+    case 'i': case 'I':
+        DMP__ELEM_STORE(uint32_t, p, (uint64_t)v);
+        break;
+    case 'f': case 'd':
+        dmp__elem_set_double(tc, p, (double)v);
+        break;
+    default:
+        DMP__ELEM_STORE(uint64_t, p, (uint64_t)v);
+        break;
+    }
+}
 /* Atomic += (no lock): add_int on any typecode (a float adds the delta
  * converted), add_double only on f and d. *after (may be NULL) gets the
  * element's new value. */

@@ -9,14 +9,15 @@
  * of the sizes, so a later change cannot make this process index out of
  * bounds.
  *
- * The lock is a process-shared robust mutex of the normal kind: a process
- * killed while holding it makes the next locker get EOWNERDEAD, which it
- * marks consistent. Whoever gets that news without being an explicit
- * acquirer (a get or set taking the lock for a moment) leaves it in
- * `owner_died` for the next explicit one, so "the holder died" is told to
- * exactly one acquirer. The owning agent holds the same mutex in the name
- * of a process on another host; when that holder's lease runs out it
- * sets `owner_died` and releases.
+ * The lock is a robust process-shared lock of our own (see "the lock"
+ * below for why not glibc's robust mutex): a process killed while holding
+ * it is replaced by the next waiter, which learns it (DMP_EOWNERDEAD).
+ * Whoever gets that news without being an explicit acquirer (a get or set
+ * taking the lock for a moment) leaves it in `owner_died` for the next
+ * explicit one, so "the holder died" is told to exactly one acquirer. The
+ * owning agent holds the same lock in the name of a process on another
+ * host; when that holder's lease runs out it sets `owner_died` and
+ * releases.
  *
  * The agent's loop never waits for the lock: it only tries it. While
  * processes elsewhere wait for it at the agent, `remote_waiters` is set:
@@ -28,7 +29,8 @@
  * Holders: a process of this host holding a handle has a slot (pid, start
  * time); a parent may reserve one for a child it just started. The agent
  * removes the object once no live holder is left here or elsewhere. The
- * table has its own robust mutex (`meta`), held for a few stores at most.
+ * table has its own lock (`meta`, a pthread robust mutex: rarely taken,
+ * and held for a few stores at most).
  */
 #define _GNU_SOURCE
 #include "dmp_impl.h"
@@ -81,8 +83,14 @@ typedef struct {
     uint32_t has_lock;    /* Value/Array: 1; Raw*: 0 */
     uint32_t pad0;
     char notify[S_NOTIFY_MAX]; /* the owner's wake-up FIFO; fixed */
-    /* The object's lock and what every acquire and release reads. */
-    alignas(64) pthread_mutex_t lock;
+    /* The object's lock (see "the lock" below) and what every acquire
+     * and release reads. */
+    alignas(64) uint64_t lockw; /* owner pid (low half, 0: free) and the
+                                 * release count (high half: futex word) */
+    uint64_t tag;            /* the holder's pid and start time (low 32
+                              * bits), written after it took the lock */
+    uint32_t sleepers;       /* waiters asleep on the release count */
+    uint32_t wakes;          /* wakes issued to them, not yet absorbed */
     uint32_t owner_died;     /* a holder died; not told to anyone yet */
     uint32_t remote_waiters; /* processes elsewhere wait at the owner */
     uint32_t want;           /* the owner wants a poke at the next release */
@@ -132,10 +140,8 @@ dmp__typecode_is_float(int tc)
     return tc == 'f' || tc == 'd';
 }
 
-/* Loads and stores of the element's width, atomic so that a reader
- * without the lock (a RawValue, the agent) never sees half a value. */
-#define S_LOAD(T, p) __atomic_load_n((T *)(p), __ATOMIC_RELAXED)
-#define S_STORE(T, p, v) __atomic_store_n((T *)(p), (T)(v), __ATOMIC_RELAXED)
+#define S_LOAD DMP__ELEM_LOAD
+#define S_STORE DMP__ELEM_STORE
 
 static float
 s_load_f(const void *p)
@@ -171,22 +177,6 @@ s_store_d(void *p, double d)
     S_STORE(uint64_t, p, bits);
 }
 
-int
-dmp__elem_get_int(int tc, const void *p, int64_t *out)
-{
-    switch (tc) {
-    case 'c': case 'B': *out = S_LOAD(const uint8_t, p); return 0;
-    case 'b': *out = S_LOAD(const int8_t, p); return 0;
-    case 'h': *out = S_LOAD(const int16_t, p); return 0;
-    case 'H': *out = S_LOAD(const uint16_t, p); return 0;
-    case 'i': *out = S_LOAD(const int32_t, p); return 0;
-    case 'I': *out = S_LOAD(const uint32_t, p); return 0;
-    case 'l': case 'q': *out = S_LOAD(const int64_t, p); return 0;
-    case 'L': case 'Q': *out = (int64_t)S_LOAD(const uint64_t, p); return 0;
-    default: return -EINVAL;
-    }
-}
-
 double
 dmp__elem_get_double(int tc, const void *p)
 {
@@ -199,19 +189,6 @@ dmp__elem_get_double(int tc, const void *p)
     int64_t v = 0;
     dmp__elem_get_int(tc, p, &v);
     return (double)v;
-}
-
-void
-dmp__elem_set_int(int tc, void *p, int64_t v)
-{
-    switch (tc) {
-    case 'c': case 'b': case 'B': S_STORE(uint8_t, p, (uint64_t)v); break;
-    case 'h': case 'H': S_STORE(uint16_t, p, (uint64_t)v); break;
-    case 'i': case 'I': S_STORE(uint32_t, p, (uint64_t)v); break;
-    case 'f': s_store_f(p, (float)v); break;
-    case 'd': s_store_d(p, (double)v); break;
-    default: S_STORE(uint64_t, p, (uint64_t)v); break;
-    }
 }
 
 int
@@ -400,8 +377,7 @@ dmp__seg_create(const char *name, char typecode, uint64_t length, bool lock,
         h->seg_size = seg_size;
         h->has_lock = lock;
         memcpy(h->notify, fifo, strlen(fifo));
-        if ((rc = s_mutex_init(&h->lock)) == 0)
-            rc = s_mutex_init(&h->meta);
+        rc = s_mutex_init(&h->meta);
     }
     if (rc) {
         if (p != MAP_FAILED)
@@ -528,12 +504,140 @@ dmp__seg_data(const dmp__seg_t *s)
 
 /* ---- the lock ---------------------------------------------------------- */
 
+/*
+ * Not a pthread robust mutex: under contention between two processes
+ * glibc's robust mutex sleeps in the kernel at once and makes every
+ * release a FUTEX_WAKE, which costs more than the increment it guards
+ * (measured: a third of the rate below). This lock is one 64-bit word: the
+ * holder's pid (0: free) and the number of releases so far, the futex
+ * word sleepers wait on. Taking it is one CAS; releasing is one CAS, and a
+ * FUTEX_WAKE only when a waiter sleeps that no earlier wake covers (the
+ * sleepers/wakes accounting of dmp_ring.c). A waiter first spins a moment
+ * on more than one CPU, then sleeps, registered, and wakes at least every
+ * S_CHECK_NS to see whether the holder still lives: a holder that died
+ * (gone, a zombie, or its pid now another process: `tag` keeps its start
+ * time) is replaced by the waiter, which is told DMP_EOWNERDEAD if it is
+ * an explicit acquirer. Recursion and threads are counted per process
+ * (dmp_shared.c): the word names a process.
+ *
+ * No lost wake-up: a sleeper registers, then reads the word; a releaser
+ * changes the word, then reads the registrations (both sequentially
+ * consistent). And a waiter never goes to sleep while a wake is pending
+ * (it absorbs it and looks again instead), so a wake that found nobody in
+ * the kernel is not mistaken for one delivered.
+ */
+#define S_CHECK_NS 50000000ll /* a sleeping waiter checks the holder */
+#define S_SPIN 100            /* pause loops watching the word */
+#define S_OWNER(w) ((uint32_t)(w))
+#define S_SEQ(w) ((uint32_t)((w) >> 32))
+
 static int64_t
 s_now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000ll + ts.tv_nsec;
+}
+
+static inline void
+s_pause(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#else
+    __asm__ __volatile__("" ::: "memory");
+#endif
+}
+
+static bool
+s_multi_cpu(void)
+{
+    static int ncpu; /* 0: unknown yet; benign race, same answer */
+    int n = __atomic_load_n(&ncpu, __ATOMIC_RELAXED);
+    if (n == 0) {
+        long v = sysconf(_SC_NPROCESSORS_ONLN);
+        n = v > 1 ? 2 : 1;
+        __atomic_store_n(&ncpu, n, __ATOMIC_RELAXED);
+    }
+    return n > 1;
+}
+
+/* This process as a holder: pid, and (in the tag) its start time. Reset in
+ * a forked child, which is another process. */
+static uint64_t s_ident;
+static pthread_once_t s_ident_once = PTHREAD_ONCE_INIT;
+
+static void
+s_ident_reset(void)
+{
+    s_ident = 0;
+}
+
+static void
+s_ident_atfork(void)
+{
+    pthread_atfork(NULL, NULL, s_ident_reset);
+}
+
+static inline uint64_t
+s_me(void)
+{
+    uint64_t me = __atomic_load_n(&s_ident, __ATOMIC_RELAXED);
+    if (__builtin_expect(me != 0, 1))
+        return me;
+    pthread_once(&s_ident_once, s_ident_atfork);
+    pid_t pid = getpid();
+    me = (uint32_t)pid | (dmp__proc_starttime(pid) & 0xffffffffull) << 32;
+    __atomic_store_n(&s_ident, me, __ATOMIC_RELAXED);
+    return me;
+}
+
+/* The futex word: the release count, the high half of lockw. */
+static inline uint32_t *
+s_seq_word(s_hdr_t *h)
+{
+    return (uint32_t *)&h->lockw + (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__);
+}
+
+/* Whether the holder named by word w (and the tag) is dead. Syscalls: only
+ * for a waiter that found the lock taken. */
+static bool
+s_holder_dead(const s_hdr_t *h, uint64_t w)
+{
+    pid_t pid = (pid_t)S_OWNER(w);
+    if (pid <= 0)
+        return false;
+    if (!dmp__proc_alive(pid, 0))
+        return true; /* gone, or a zombie */
+    uint64_t tag = __atomic_load_n(&h->tag, __ATOMIC_ACQUIRE);
+    if ((uint32_t)tag != (uint32_t)pid || (tag >> 32) == 0)
+        return false; /* the tag is not written yet: it lives */
+    uint64_t start = dmp__proc_starttime(pid);
+    return start && (uint32_t)start != (uint32_t)(tag >> 32);
+}
+
+/* One try: true when taken (*dead: from a dead holder). `check`: look at
+ * whether a holder is alive (syscalls). */
+static bool
+s_try(s_hdr_t *h, uint64_t me, bool check, bool *dead)
+{
+    uint64_t w = __atomic_load_n(&h->lockw, __ATOMIC_RELAXED);
+    if (S_OWNER(w) == 0) {
+        if (__atomic_compare_exchange_n(&h->lockw, &w, w | (uint32_t)me,
+                                        false, __ATOMIC_SEQ_CST,
+                                        __ATOMIC_RELAXED))
+            return true;
+    }
+    if (!check || S_OWNER(w) == 0 || !s_holder_dead(h, w))
+        return false;
+    uint64_t mine = (w & ~0xffffffffull) | (uint32_t)me;
+    if (!__atomic_compare_exchange_n(&h->lockw, &w, mine, false,
+                                     __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
+        return false;
+    *dead = true;
+    return true;
 }
 
 /* Gives the owner's loop a moment to take the lock for a process waiting
@@ -553,43 +657,94 @@ s_defer(s_hdr_t *h, int64_t until)
     syscall(SYS_futex, &h->handoff, FUTEX_WAIT, seen, &ts, NULL, 0);
 }
 
+/* Sleeps until a release (or rel_ns), registered as a sleeper; returns at
+ * once when the word moved since `w` or a wake is pending. */
+static void
+s_sleep(s_hdr_t *h, uint64_t w, int64_t rel_ns)
+{
+    uint32_t pending = __atomic_load_n(&h->wakes, __ATOMIC_SEQ_CST);
+    if (pending) { /* not ours, perhaps: look again instead of sleeping */
+        __atomic_compare_exchange_n(&h->wakes, &pending, pending - 1, false,
+                                    __ATOMIC_SEQ_CST, __ATOMIC_RELAXED);
+        return;
+    }
+    __atomic_add_fetch(&h->sleepers, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&h->lockw, __ATOMIC_SEQ_CST) == w) {
+        struct timespec ts = {rel_ns / 1000000000ll, rel_ns % 1000000000ll};
+        syscall(SYS_futex, s_seq_word(h), FUTEX_WAIT, S_SEQ(w), &ts, NULL, 0);
+    }
+    /* Absorb a wake (ours or not), then leave, in this order: a crash in
+     * between leaves a sleeper too many (a spare wake later). */
+    uint32_t wk = __atomic_load_n(&h->wakes, __ATOMIC_RELAXED);
+    while (wk && !__atomic_compare_exchange_n(&h->wakes, &wk, wk - 1, false,
+                                              __ATOMIC_SEQ_CST,
+                                              __ATOMIC_RELAXED))
+        ;
+    __atomic_sub_fetch(&h->sleepers, 1, __ATOMIC_SEQ_CST);
+}
+
 int
 dmp__seg_lock(dmp__seg_t *s, double timeout, bool tell, bool defer)
 {
     s_hdr_t *h = s->hdr;
-    pthread_mutex_t *m = &h->lock;
+    uint64_t me = s_me();
+    bool dead = false;
+    if (__builtin_expect(s_try(h, me, false, &dead), 1)) {
+        if (__builtin_expect(
+                !__atomic_load_n(&h->owner_died, __ATOMIC_RELAXED), 1)) {
+            __atomic_store_n(&h->tag, me, __ATOMIC_RELEASE);
+            return 0;
+        }
+        goto got; /* taken; the news of a death is left to tell */
+    }
     bool once = isnan(timeout) || timeout <= 0;
     bool forever = !once && (isinf(timeout) || timeout > 1e9);
-    int64_t at = once || forever ? 0
-                                 : s_now_ns() + (int64_t)ceil(timeout * 1e9);
+    int64_t start = s_now_ns();
+    int64_t at = once      ? start
+                 : forever ? INT64_MAX
+                           : start + (int64_t)ceil(timeout * 1e9);
     if (defer && !once &&
-        __atomic_load_n(&h->remote_waiters, __ATOMIC_RELAXED))
-        s_defer(h, forever ? INT64_MAX : at);
-    int rc;
+        __atomic_load_n(&h->remote_waiters, __ATOMIC_RELAXED)) {
+        s_defer(h, at);
+        if (s_try(h, me, false, &dead))
+            goto got;
+    }
     if (once) {
-        rc = pthread_mutex_trylock(m);
-    } else if (forever) {
-        rc = pthread_mutex_lock(m);
-    } else {
-        struct timespec ts = {at / 1000000000ll, at % 1000000000ll};
-        rc = pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &ts);
+        if (s_try(h, me, true, &dead))
+            goto got;
+        return -EBUSY;
     }
-    if (rc == EOWNERDEAD) {
-        /* Nothing to repair here: what the dead holder left half-done is
-         * the user's data, and the user is told. */
-        pthread_mutex_consistent(m);
-        if (tell) {
-            __atomic_store_n(&h->owner_died, 0, __ATOMIC_RELAXED);
-            return DMP_EOWNERDEAD;
+    if (s_multi_cpu())
+        for (int i = 0; i < S_SPIN; i++) {
+            uint64_t w = __atomic_load_n(&h->lockw, __ATOMIC_RELAXED);
+            if (S_OWNER(w) == 0 && s_try(h, me, false, &dead))
+                goto got;
+            s_pause();
         }
-        __atomic_store_n(&h->owner_died, 1, __ATOMIC_RELAXED);
-        return 0;
+    int64_t check_at = 0; /* look at the holder at once, then every 50 ms */
+    for (;;) {
+        int64_t now = s_now_ns();
+        bool check = now >= check_at;
+        if (check)
+            check_at = now + S_CHECK_NS;
+        if (s_try(h, me, check, &dead))
+            goto got;
+        if (now >= at)
+            return -ETIMEDOUT;
+        uint64_t w = __atomic_load_n(&h->lockw, __ATOMIC_RELAXED);
+        if (S_OWNER(w) == 0)
+            continue;
+        int64_t until = at < check_at ? at : check_at;
+        s_sleep(h, w, until - now > 0 ? until - now : 1);
     }
-    if (rc)
-        return -rc; /* -EBUSY (one try), -ETIMEDOUT, -EDEADLK */
-    if (tell && __atomic_load_n(&h->owner_died, __ATOMIC_RELAXED)) {
-        __atomic_store_n(&h->owner_died, 0, __ATOMIC_RELAXED);
-        return DMP_EOWNERDEAD;
+got:
+    __atomic_store_n(&h->tag, me, __ATOMIC_RELEASE);
+    if (dead || __atomic_load_n(&h->owner_died, __ATOMIC_RELAXED)) {
+        /* Nothing to repair here: what the dead holder left half-done is
+         * the user's data, and the user is told (once). */
+        __atomic_store_n(&h->owner_died, tell ? 0u : 1u, __ATOMIC_RELAXED);
+        if (tell)
+            return DMP_EOWNERDEAD;
     }
     return 0;
 }
@@ -598,11 +753,25 @@ int
 dmp__seg_unlock(dmp__seg_t *s)
 {
     s_hdr_t *h = s->hdr;
-    int rc = pthread_mutex_unlock(&h->lock);
-    if (rc)
-        return -rc;
+    uint64_t w = __atomic_load_n(&h->lockw, __ATOMIC_RELAXED);
+    if (S_OWNER(w) != (uint32_t)s_me())
+        return -EPERM;
+    /* Free, and one more release (the futex word moves). Only a waiter that
+     * found us dead could have changed it meanwhile: then it is not ours. */
+    uint64_t freed = (w & ~0xffffffffull) + (1ull << 32);
+    if (!__atomic_compare_exchange_n(&h->lockw, &w, freed, false,
+                                     __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
+        return -EPERM;
+    uint32_t n = __atomic_load_n(&h->sleepers, __ATOMIC_SEQ_CST);
+    if (__builtin_expect(n != 0, 0)) {
+        uint32_t wk = __atomic_load_n(&h->wakes, __ATOMIC_RELAXED);
+        if (n > wk && __atomic_compare_exchange_n(&h->wakes, &wk, wk + 1,
+                                                  false, __ATOMIC_SEQ_CST,
+                                                  __ATOMIC_RELAXED))
+            syscall(SYS_futex, s_seq_word(h), FUTEX_WAKE, 1, NULL, NULL, 0);
+    }
     /* The owner re-arms `want` before each try of the lock: either its try
-     * saw our unlock, or we see `want` (both are full barriers here). */
+     * saw our release, or we see `want` (both are full barriers here). */
     if (__atomic_load_n(&h->want, __ATOMIC_SEQ_CST) &&
         __atomic_exchange_n(&h->want, 0, __ATOMIC_SEQ_CST) && s->notify[0])
         dmp__fifo_notify(s->notify);

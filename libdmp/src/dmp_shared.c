@@ -3,15 +3,15 @@
  *
  * An object is created by the agent this process talks to, as one shm
  * segment (dmp_segment.c) that it owns. A process on the owner's host maps
- * it and works on it directly: the lock is the segment's robust mutex, an
+ * it and works on it directly: the lock is the segment's robust lock, an
  * element is one atomic load or store. A process elsewhere sends each
  * operation to the owner (SharedOp, forwarded by its own agent), which
- * does it on the same segment, taking the same mutex in the holder's name
+ * does it on the same segment, taking the same lock in the holder's name
  * for a remote acquire (node_shared.c); so mutual exclusion holds between
  * both kinds of holder.
  *
  * Recursion and thread ownership (Python's RLock) are counted here, per
- * process: the mutex itself is taken once per outermost acquire. A
+ * process: the segment's lock is taken once per outermost acquire. A
  * process opens one handle per object (from_value of an object already
  * open gives the same one, counted), so that it holds the lock once.
  *
@@ -33,7 +33,6 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -44,7 +43,8 @@
 
 struct dmp_lock {
     dmp_shared_t *s;        /* the object it guards */
-    pid_t owner;            /* thread (tid) holding it, 0: none (atomic) */
+    uintptr_t owner;        /* thread holding it (pthread_self), 0: none;
+                             * atomic: other threads read it */
     unsigned depth;         /* acquires not yet released (RLock) */
     /* Remote objects: one thread of this process at a time talks to the
      * owner about the lock. Guarded by mx. */
@@ -67,6 +67,7 @@ struct dmp_shared {
     uint64_t length;
     bool has_lock;
     dmp__seg_t *seg;            /* mapped: the owner is on this host */
+    uint8_t *data;              /* its elements (dmp__seg_data), or NULL */
     /* Remote only. */
     double lease;               /* seconds, from the owner (s_lock) */
     double renew_at;            /* monotonic (s_lock) */
@@ -94,17 +95,14 @@ static struct {
     bool cv_ready;
 } s_ren;
 
-static _Thread_local pid_t s_tid;
-
-static pid_t
+/* The calling thread, as lock owners are recorded (never 0). */
+static inline uintptr_t
 s_me(void)
 {
-    if (!s_tid)
-        s_tid = (pid_t)syscall(SYS_gettid);
-    return s_tid;
+    return (uintptr_t)pthread_self();
 }
 
-static bool
+static inline bool
 s_holds(const dmp_lock_t *lock)
 {
     return __atomic_load_n(&lock->owner, __ATOMIC_RELAXED) == s_me();
@@ -403,8 +401,11 @@ s_attach(dmp_shared_t *s)
                         dmp__seg_length(s->seg) != s->length ||
                         dmp__seg_has_lock(s->seg) != s->has_lock))
             dmp__seg_close(&s->seg); /* not what the handle says */
-        if (rc == 0 && s->seg && dmp__seg_hold(s->seg, getpid(), false) == 0)
+        if (rc == 0 && s->seg &&
+            dmp__seg_hold(s->seg, getpid(), false) == 0) {
+            s->data = dmp__seg_data(s->seg);
             return 0;
+        }
         dmp__seg_close(&s->seg);
         if (rc == -ENOENT && dmp__obj_is_local(s->node))
             return -EBADF; /* removed already */
@@ -619,7 +620,7 @@ int
 dmp_lock_acquire(dmp_lock_t *lock, double timeout)
 {
     dmp_shared_t *s = lock->s;
-    pid_t me = s_me();
+    uintptr_t me = s_me();
     if (__atomic_load_n(&lock->owner, __ATOMIC_RELAXED) == me) {
         lock->depth++;
         return 0;
@@ -905,11 +906,29 @@ s_set(dmp_shared_t *s, int64_t i, const uint64_t *e)
     return 0;
 }
 
+/* The element's address when this process maps the segment and may touch
+ * it without taking the lock: no lock, or this thread holds it (the hot
+ * path of `with lock: v += 1`). NULL otherwise, or out of range. */
+static inline void *
+s_direct(dmp_shared_t *s, int64_t i)
+{
+    if (!s->seg || (s->has_lock && !s_holds(&s->lock)))
+        return NULL;
+    if (i < 0)
+        i += (int64_t)s->length;
+    if (i < 0 || (uint64_t)i >= s->length)
+        return NULL;
+    return s->data + (uint64_t)i * s->itemsize;
+}
+
 int
 dmp_shared_get_int(dmp_shared_t *s, int64_t i, int64_t *out)
 {
     if (dmp__typecode_is_float(s->typecode))
         return -EINVAL;
+    void *p = s_direct(s, i);
+    if (p)
+        return dmp__elem_get_int(s->typecode, p, out);
     uint64_t e = 0;
     int rc = s_get(s, i, &e);
     return rc ? rc : dmp__elem_get_int(s->typecode, &e, out);
@@ -928,6 +947,11 @@ dmp_shared_get_double(dmp_shared_t *s, int64_t i, double *out)
 int
 dmp_shared_set_int(dmp_shared_t *s, int64_t i, int64_t v)
 {
+    void *p = s_direct(s, i);
+    if (p) {
+        dmp__elem_set_int(s->typecode, p, v);
+        return 0;
+    }
     uint64_t e = 0;
     dmp__elem_set_int(s->typecode, &e, v);
     return s_set(s, i, &e);
@@ -1066,10 +1090,10 @@ dmp_shared_destroy(dmp_shared_t **s_p)
         s->lock.depth = 1;
         dmp_lock_release(&s->lock);
     }
-    pid_t other = __atomic_load_n(&s->lock.owner, __ATOMIC_RELAXED);
+    uintptr_t other = __atomic_load_n(&s->lock.owner, __ATOMIC_RELAXED);
     if (s->seg && other) {
-        /* Another thread holds it: keep the mapping (its robust list
-         * points into it) and leave the object to the owner's sweep. */
+        /* Another thread holds it: keep the mapping (its release needs
+         * it) and leave the object to the owner's sweep. */
         dmp__log(DMP_LOG_WARN, "a Value or Array was destroyed while "
                  "another thread held its lock");
         return;

@@ -8,11 +8,11 @@
  * for data; a process on another host sends SharedOps, which we do on the
  * same segment in its name: the holder (node, pid).
  *
- * The lock: a remote acquire takes the segment's robust mutex in this
- * thread's name and keeps it until the holder releases it or its lease
+ * The lock: a remote acquire takes the segment's lock in this agent's
+ * name and keeps it until the holder releases it or its lease
  * (heartbeat x liveness, at least LEASE_MIN) runs out unrenewed; then the
  * next acquirer is told DMP_EOWNERDEAD, as after a local holder's death.
- * The loop never waits for the mutex: it only tries it. An acquire that
+ * The loop never waits for the lock: it only tries it. An acquire that
  * must wait, or a read or write that needs the lock for a moment while
  * someone holds it, is parked; releases on this host poke our wake-up
  * FIFO while something is parked (dmp__seg_remote_wait), and we retry
@@ -59,7 +59,7 @@ struct node_shobj {
     bool has_lock;
     double created;             /* monotonic */
     node_shholder_t *holders;   /* remote ones */
-    node_shholder_t *locker;    /* we hold the mutex in its name */
+    node_shholder_t *locker;    /* we hold the lock in its name */
     double lock_until;          /* its lease */
     unsigned parked;            /* operations waiting for its lock */
 };
@@ -242,8 +242,7 @@ s_remove(node_t *node, struct node_shobj *o)
             *op = o->next;
             break;
         }
-    /* Never unmap a mutex this thread holds (glibc's robust list points
-     * into it). */
+    /* Processes of this host may still map it: leave it free. */
     if (o->locker)
         dmp__seg_unlock(o->seg);
     while (o->holders)
