@@ -242,6 +242,44 @@ s_wire_check_sane(const dmp__msg_t *m)
         FUZZ_CHECK((m->u.ring_reply.len == 0) == (m->u.ring_reply.data == NULL),
                    "ring reply data");
         break;
+    case DMP__MSG_SHARED_NEW:
+        FUZZ_CHECK(m->u.shared_new.typecode != 0 &&
+                       strchr(DMP__TYPECODES, m->u.shared_new.typecode) &&
+                       dmp__typecode_size(m->u.shared_new.typecode) > 0,
+                   "typecode %d", m->u.shared_new.typecode);
+        FUZZ_CHECK(m->u.shared_new.length >= 1 &&
+                       m->u.shared_new.length <= DMP__SHARED_LENGTH_MAX,
+                   "length %llu",
+                   (unsigned long long)m->u.shared_new.length);
+        break;
+    case DMP__MSG_SHARED_OP: {
+        const __typeof__(m->u.shared_op) *o = &m->u.shared_op;
+        FUZZ_CHECK(o->op >= DMP__SHARED_ATTACH && o->op <= DMP__SHARED_OP_LAST,
+                   "shared op %u", o->op);
+        FUZZ_CHECK(s_wire_name_ok(o->holder_node, sizeof o->holder_node,
+                                  false),
+                   "holder node");
+        FUZZ_CHECK(o->holder_pid >= 1 && o->holder_pid <= INT32_MAX,
+                   "holder pid %u", o->holder_pid);
+        FUZZ_CHECK(o->start <= DMP__SHARED_LENGTH_MAX &&
+                       o->count <= DMP__SHARED_LENGTH_MAX,
+                   "range");
+        FUZZ_CHECK(!isnan(o->timeout), "shared op NaN timeout");
+        FUZZ_CHECK((o->len == 0) == (o->data == NULL) &&
+                       o->len <= DMP__WIRE_MAX,
+                   "shared op data");
+        (void)dmp__timeout_ms(o->timeout);
+        break;
+    }
+    case DMP__MSG_SHARED_REPLY:
+        FUZZ_CHECK(isfinite(m->u.shared_reply.lease) &&
+                       m->u.shared_reply.lease >= 0 &&
+                       m->u.shared_reply.lease <= 1e6,
+                   "lease %g", m->u.shared_reply.lease);
+        FUZZ_CHECK((m->u.shared_reply.len == 0) ==
+                       (m->u.shared_reply.data == NULL),
+                   "shared reply data");
+        break;
     default:
         break;
     }
@@ -414,6 +452,23 @@ s_wire_check_equal(const dmp__msg_t *a, const dmp__msg_t *b)
         S_WIRE_SAME_BYTES(x.u.ring_reply.data, y.u.ring_reply.data,
                           x.u.ring_reply.len, "ring reply data");
         x.u.ring_reply.data = y.u.ring_reply.data = NULL;
+        break;
+    case DMP__MSG_SHARED_OP:
+        S_WIRE_ZERO(x.u.shared_op.timeout);
+        S_WIRE_ZERO(y.u.shared_op.timeout);
+        FUZZ_CHECK(x.u.shared_op.len == y.u.shared_op.len, "shared op len");
+        S_WIRE_SAME_BYTES(x.u.shared_op.data, y.u.shared_op.data,
+                          x.u.shared_op.len, "shared op data");
+        x.u.shared_op.data = y.u.shared_op.data = NULL;
+        break;
+    case DMP__MSG_SHARED_REPLY:
+        S_WIRE_ZERO(x.u.shared_reply.lease);
+        S_WIRE_ZERO(y.u.shared_reply.lease);
+        FUZZ_CHECK(x.u.shared_reply.len == y.u.shared_reply.len,
+                   "shared reply len");
+        S_WIRE_SAME_BYTES(x.u.shared_reply.data, y.u.shared_reply.data,
+                          x.u.shared_reply.len, "shared reply data");
+        x.u.shared_reply.data = y.u.shared_reply.data = NULL;
         break;
     default:
         break;

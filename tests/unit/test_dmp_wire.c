@@ -984,6 +984,135 @@ test_wire_msg_error_fills_an_error_message(void **state)
     free(big);
 }
 
+/* Value and Array: SharedNew, SharedOp and SharedReply there and back. */
+static void
+test_wire_round_trips_shared_messages(void **state)
+{
+    (void)state;
+    dmp__msg_t msg, got;
+    memset(&msg, 0, sizeof msg);
+    msg.kind = DMP__MSG_SHARED_NEW;
+    msg.u.shared_new.typecode = 'Q';
+    msg.u.shared_new.length = DMP__SHARED_LENGTH_MAX;
+    msg.u.shared_new.lock = true;
+    assert_int_equal(s_encode_decode(&msg, &got), 0);
+    assert_int_equal(got.kind, DMP__MSG_SHARED_NEW);
+    assert_int_equal(got.u.shared_new.typecode, 'Q');
+    assert_true(got.u.shared_new.length == DMP__SHARED_LENGTH_MAX);
+    assert_true(got.u.shared_new.lock);
+    dmp__msg_clear(&got);
+
+    uint8_t data[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    memset(&msg, 0, sizeof msg);
+    msg.kind = DMP__MSG_SHARED_OP;
+    msg.u.shared_op.obj = UINT64_MAX;
+    msg.u.shared_op.op = DMP__SHARED_WRITE;
+    strcpy(msg.u.shared_op.holder_node, "node-2");
+    msg.u.shared_op.holder_pid = INT32_MAX;
+    msg.u.shared_op.start = 3;
+    msg.u.shared_op.count = 2;
+    msg.u.shared_op.data = data;
+    msg.u.shared_op.len = sizeof data;
+    msg.u.shared_op.timeout = -1;
+    msg.u.shared_op.holding = true;
+    assert_int_equal(s_encode_decode(&msg, &got), 0);
+    assert_int_equal(got.kind, DMP__MSG_SHARED_OP);
+    assert_true(got.u.shared_op.obj == UINT64_MAX);
+    assert_int_equal(got.u.shared_op.op, DMP__SHARED_WRITE);
+    assert_string_equal(got.u.shared_op.holder_node, "node-2");
+    assert_int_equal(got.u.shared_op.holder_pid, INT32_MAX);
+    assert_int_equal(got.u.shared_op.start, 3);
+    assert_int_equal(got.u.shared_op.count, 2);
+    assert_int_equal(got.u.shared_op.len, sizeof data);
+    assert_memory_equal(got.u.shared_op.data, data, sizeof data);
+    assert_true(got.u.shared_op.timeout == -1);
+    assert_true(got.u.shared_op.holding);
+    dmp__msg_clear(&got);
+
+    memset(&msg, 0, sizeof msg);
+    msg.kind = DMP__MSG_SHARED_REPLY;
+    msg.u.shared_reply.data = data;
+    msg.u.shared_reply.len = 8;
+    msg.u.shared_reply.lease = 2.5;
+    msg.u.shared_reply.owner_died = true;
+    assert_int_equal(s_encode_decode(&msg, &got), 0);
+    assert_int_equal(got.kind, DMP__MSG_SHARED_REPLY);
+    assert_int_equal(got.u.shared_reply.len, 8);
+    assert_memory_equal(got.u.shared_reply.data, data, 8);
+    assert_true(got.u.shared_reply.lease == 2.5);
+    assert_true(got.u.shared_reply.owner_died);
+    dmp__msg_clear(&got);
+    /* empty data comes back as NULL */
+    msg.u.shared_reply.data = NULL;
+    msg.u.shared_reply.len = 0;
+    assert_int_equal(s_encode_decode(&msg, &got), 0);
+    assert_null(got.u.shared_reply.data);
+    dmp__msg_clear(&got);
+}
+
+/* Every field of the shared messages is checked after decoding. */
+static void
+test_wire_rejects_bad_shared_fields(void **state)
+{
+    (void)state;
+    dmp__msg_t msg;
+    static const char bad_tc[] = {'x', 'u', 'e', ' ', 1, 0x7f};
+    for (size_t i = 0; i < sizeof bad_tc; i++) {
+        memset(&msg, 0, sizeof msg);
+        msg.kind = DMP__MSG_SHARED_NEW;
+        msg.u.shared_new.typecode = bad_tc[i];
+        msg.u.shared_new.length = 1;
+        s_assert_rejected(&msg);
+    }
+    msg.u.shared_new.typecode = 'd';
+    msg.u.shared_new.length = 0;
+    s_assert_rejected(&msg);
+    msg.u.shared_new.length = DMP__SHARED_LENGTH_MAX + 1;
+    s_assert_rejected(&msg);
+
+    dmp__msg_t good;
+    memset(&good, 0, sizeof good);
+    good.kind = DMP__MSG_SHARED_OP;
+    good.u.shared_op.op = DMP__SHARED_ACQUIRE;
+    strcpy(good.u.shared_op.holder_node, "n1");
+    good.u.shared_op.holder_pid = 42;
+    dmp__msg_t out;
+    assert_int_equal(s_encode_decode(&good, &out), 0);
+    dmp__msg_clear(&out);
+    msg = good;
+    msg.u.shared_op.op = 0;
+    s_assert_rejected(&msg);
+    msg.u.shared_op.op = DMP__SHARED_OP_LAST + 1;
+    s_assert_rejected(&msg);
+    msg = good;
+    msg.u.shared_op.holder_node[0] = '\0'; /* a holder names its node */
+    s_assert_rejected(&msg);
+    strcpy(msg.u.shared_op.holder_node, "../x");
+    s_assert_rejected(&msg);
+    msg = good;
+    msg.u.shared_op.holder_pid = 0;
+    s_assert_rejected(&msg);
+    msg.u.shared_op.holder_pid = (uint32_t)INT32_MAX + 1;
+    s_assert_rejected(&msg);
+    msg = good;
+    msg.u.shared_op.start = DMP__SHARED_LENGTH_MAX + 1;
+    s_assert_rejected(&msg);
+    msg = good;
+    msg.u.shared_op.count = UINT64_MAX;
+    s_assert_rejected(&msg);
+    msg = good;
+    msg.u.shared_op.timeout = NAN;
+    s_assert_rejected(&msg);
+
+    memset(&msg, 0, sizeof msg);
+    msg.kind = DMP__MSG_SHARED_REPLY;
+    static const double bad_lease[] = {-1, INFINITY, NAN, 1e7};
+    for (size_t i = 0; i < sizeof bad_lease / sizeof bad_lease[0]; i++) {
+        msg.u.shared_reply.lease = bad_lease[i];
+        s_assert_rejected(&msg);
+    }
+}
+
 static void
 test_wire_kind_names(void **state)
 {
@@ -996,6 +1125,11 @@ test_wire_kind_names(void **state)
                         "nodes-request");
     assert_string_equal(dmp__msg_kind_name(DMP__MSG_NODES_REPLY),
                         "nodes-reply");
+    assert_string_equal(dmp__msg_kind_name(DMP__MSG_SHARED_NEW),
+                        "shared-new");
+    assert_string_equal(dmp__msg_kind_name(DMP__MSG_SHARED_OP), "shared-op");
+    assert_string_equal(dmp__msg_kind_name(DMP__MSG_SHARED_REPLY),
+                        "shared-reply");
     assert_string_equal(dmp__msg_kind_name((dmp__msg_kind_t)77), "unknown");
 }
 
@@ -1041,6 +1175,8 @@ main(void)
         cmocka_unit_test(test_wire_survives_random_bytes),
         cmocka_unit_test(test_wire_survives_mutated_frames),
         cmocka_unit_test(test_wire_msg_error_fills_an_error_message),
+        cmocka_unit_test(test_wire_round_trips_shared_messages),
+        cmocka_unit_test(test_wire_rejects_bad_shared_fields),
         cmocka_unit_test(test_wire_kind_names),
         cmocka_unit_test(test_wire_msg_clear_is_safe_on_null_and_empty),
     };
