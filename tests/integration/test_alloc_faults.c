@@ -513,6 +513,142 @@ test_remote_queue_put_get_fail_cleanly(void **state)
     dmp_queue_destroy(&done);
 }
 
+/* args [reply]: makes a pipe on its node (faults2), sends one end through
+ * `reply`, echoes one message back on the other, then waits for EOF. */
+DMP_TARGET(pipe_echo)
+{
+    dmp_queue_t *reply = NULL;
+    dmp_conn_t *a = NULL, *b = NULL;
+    if (dmp_queue_from_value(dmp_list_get(args, 0), &reply) != 0 ||
+        dmp_pipe(1, &a, &b) != 0)
+        return 2;
+    dmp_value_t *h = dmp_conn_value(b);
+    int rc = h ? dmp_queue_put(reply, h, 10.0) : -ENOMEM;
+    dmp_value_destroy(&h);
+    dmp_value_t *msg = NULL;
+    if (rc == 0)
+        rc = dmp_conn_recv(a, &msg);
+    /* The parent holds b now; our copy would keep the pipe from EOF. */
+    dmp_conn_destroy(&b);
+    if (rc == 0)
+        rc = dmp_conn_send(a, msg);
+    dmp_value_destroy(&msg);
+    if (rc == 0 && dmp_conn_recv(a, &msg) != DMP_EEOF)
+        rc = 4;
+    dmp_value_destroy(&msg);
+    dmp_conn_destroy(&a);
+    dmp_conn_destroy(&b);
+    dmp_queue_destroy(&reply);
+    return rc ? 3 : 0;
+}
+
+/* The pipe loops with the pipe owned by another node: our end's sends go
+ * pipelined through both agents, its receives are answered there. */
+static void
+test_remote_pipe_send_recv_fail_cleanly(void **state)
+{
+    (void)state;
+    dmp_queue_t *reply = NULL;
+    assert_dmp_ok(dmp_queue_new(NULL, &reply));
+    dmp_value_t *args = dmp_list_of(1, dmp_queue_value(reply));
+    assert_non_null(args);
+    dmp_process_opts_t po = {.target = "pipe_echo", .node = "faults2",
+                             .args = args};
+    dmp_process_t *p = NULL;
+    assert_dmp_ok(dmp_process_new(&po, &p));
+    dmp_value_destroy(&args);
+    assert_dmp_ok(dmp_process_start(p));
+    dmp_value_t *h = NULL;
+    assert_dmp_ok(dmp_queue_get(reply, &h, 20.0));
+    dmp_conn_t *end = NULL;
+    for (long n = 1;; n++) {
+        assert_true(n < LOOP_MAX);
+        s_arm(n);
+        int rc = dmp_conn_from_value(h, &end);
+        bool faulted = s_disarm(n);
+        if (rc == 0 && !faulted)
+            break;
+        if (rc == 0) {
+            dmp_conn_destroy(&end);
+            continue;
+        }
+        s_faults++;
+        assert_null(end);
+        if (!s_is_oom(rc))
+            FAULT_LOOP_FAIL("dmp_conn_from_value", n, rc);
+    }
+    dmp_value_t *msg = dmp_list_of(2, dmp_str("echo"), dmp_int(9));
+    assert_non_null(msg);
+    for (long n = 1;; n++) {
+        assert_true(n < LOOP_MAX);
+        s_arm(n);
+        int rc = dmp_conn_send(end, msg);
+        bool faulted = s_disarm(n);
+        if (rc == 0)
+            break;
+        assert_true(faulted);
+        s_faults++;
+        if (!s_is_oom(rc))
+            FAULT_LOOP_FAIL("remote dmp_conn_send", n, rc);
+    }
+    for (long n = 1;; n++) {
+        assert_true(n < LOOP_MAX);
+        dmp_value_t *got = NULL;
+        s_arm(n);
+        int rc = dmp_conn_recv(end, &got);
+        bool faulted = s_disarm(n);
+        if (rc == 0) {
+            assert_true(dmp_value_equal(got, msg));
+            dmp_value_destroy(&got);
+            break;
+        }
+        assert_true(faulted);
+        s_faults++;
+        assert_null(got);
+        if (!s_is_oom(rc))
+            FAULT_LOOP_FAIL("remote dmp_conn_recv", n, rc);
+    }
+    dmp_value_destroy(&msg);
+    dmp_conn_destroy(&end); /* EOF for the echo: it exits 0 */
+    assert_dmp_ok(dmp_process_join(p, 20.0));
+    int code = -1;
+    assert_dmp_ok(dmp_process_exitcode(p, &code));
+    assert_int_equal(code, 0); /* one message, echoed once, then EOF */
+    dmp_process_destroy(&p);
+    dmp_value_destroy(&h);
+    dmp_queue_destroy(&reply);
+}
+
+/* dmp_init itself, after a dmp_fini: the process-wide connection. */
+static void
+test_init_fails_cleanly_and_can_be_retried(void **state)
+{
+    (void)state;
+    dmp_fini();
+    dmp_client_opts_t opts = {.address = s_agent->ipc_address};
+    for (long n = 1;; n++) {
+        assert_true(n < LOOP_MAX);
+        s_arm(n);
+        int rc = dmp_init_opts(&opts, NULL, 0);
+        bool faulted = s_disarm(n);
+        if (rc == 0 && !faulted)
+            break;
+        if (rc == 0) {
+            dmp_fini();
+            continue;
+        }
+        s_faults++;
+        assert_null(dmp_default_client());
+        if (!s_is_oom(rc))
+            FAULT_LOOP_FAIL("dmp_init_opts", n, rc);
+    }
+    dmp_node_info_t *nodes = NULL;
+    size_t count = 0;
+    assert_dmp_ok(dmp_nodes(&nodes, &count));
+    assert_int_equal(count, 2);
+    dmp_nodes_free(&nodes);
+}
+
 static void
 test_faults_were_injected_and_the_agent_still_serves(void **state)
 {
@@ -541,6 +677,8 @@ main(void)
         cmocka_unit_test(test_pipe_send_recv_fail_cleanly),
         cmocka_unit_test(test_process_new_and_start_fail_cleanly),
         cmocka_unit_test(test_remote_queue_put_get_fail_cleanly),
+        cmocka_unit_test(test_remote_pipe_send_recv_fail_cleanly),
+        cmocka_unit_test(test_init_fails_cleanly_and_can_be_retried),
         cmocka_unit_test(test_faults_were_injected_and_the_agent_still_serves),
     };
     int failed = cmocka_run_group_tests_name("values", values, NULL, NULL);
