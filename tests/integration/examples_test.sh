@@ -4,8 +4,8 @@
 #
 #   DMP_BUILD=build bash tests/integration/examples_test.sh
 #
-# queue and pipe are the guide's programs 1 and 2 (see the seed README);
-# each runs (a) alone, with the embedded agent, and (b) on a throwaway
+# queue, pipe, shared_memory and manager are the guide's programs 1 to 4
+# (see the seed README); each runs (a) alone, with the embedded agent, and (b) on a throwaway
 # 3-node local cluster with DMP_PLACE=spread (and once more placed so the
 # child is not on the node owning the queue or pipe). Their output is
 # compared with the seed's expected files as the seed README says: lines
@@ -209,7 +209,7 @@ run_example() {
 hello_nodes() { sed -n 's/^hello from .* on node \([^ ]*\) (pid .*/\1/p' "$1"; }
 
 echo "# build $B, expected output from $SEED, dir $T"
-for f in queue pipe manager; do
+for f in queue pipe shared_memory manager; do
     check "expected output $f.txt is readable" test -r "$SEED/$f.txt"
 done
 shm_segments >"$T/shm.start"
@@ -226,7 +226,7 @@ check "hello alone: its embedded agent is gone" \
     wait_until 5 no_live_mentioning "$T/emb"
 emb_node=$(hello_nodes "$T/hello alone.out" | head -1)
 [ -n "$emb_node" ] || emb_node=$(hostname)
-for ex in queue pipe manager; do
+for ex in queue pipe shared_memory manager; do
     shm_segments >"$T/shm.before"
     run_example "$ex" "$ex alone" TMPDIR="$T/emb" &&
         same_output "$SEED/$ex.txt" "$T/$ex alone.out" "$ex alone"
@@ -317,6 +317,20 @@ cluster_example pipe "pipe child on node2" "${cluster_env[@]}" \
         "pipe child on node2"
 check "pipe child on node2: child ran on node2" \
     test "$(node_of child "$T/pipe child on node2.procs")" = node2
+
+# Shared memory: a Value and an Array owned by node1 (the program's
+# node), the worker where spread puts it, then surely on another node
+# (node2), where each get and set goes through node1.
+cluster_example shared_memory "shared_memory spread" "${cluster_env[@]}" \
+    DMP_PLACE=spread &&
+    same_output "$SEED/shared_memory.txt" "$T/shared_memory spread.out" \
+        "shared_memory spread"
+cluster_example shared_memory "shared_memory worker on node2" \
+    "${cluster_env[@]}" DMP_PLACE=node2 &&
+    same_output "$SEED/shared_memory.txt" \
+        "$T/shared_memory worker on node2.out" "shared_memory worker on node2"
+check "shared_memory worker on node2: worker ran on node2" \
+    test "$(node_of worker "$T/shared_memory worker on node2.procs")" = node2
 
 # Manager: its server on node1 (the program's node), the worker where
 # spread puts it, then surely on another node than the server (node2):

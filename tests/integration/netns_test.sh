@@ -16,10 +16,10 @@
 # as a peer and learn each other by gossip. The test acts from H1: `dmp`
 # over tcp with the client key (DMP_CLUSTER=tcp://10.77.0.1:7700), the
 # examples through node1's local socket (DMP_AGENT). Checks: the cluster
-# forms; hello, queue and pipe spread over the hosts print what the Python
-# originals print; a partition of node3 shorter than the timeout is
-# transparent (never dead, its running job completes); a longer one makes
-# node3 dead on both sides, `dmp run --node node3` exit 4 (DMP_ENODE), and
+# forms; hello, queue, pipe, shared_memory and manager spread over the
+# hosts print what the Python originals print; a partition of node3
+# shorter than the timeout is transparent (never dead, its running job
+# completes); a longer one makes node3 dead on both sides, `dmp run --node node3` exit 4 (DMP_ENODE), and
 # the cluster re-forms once healed; an agent killed with SIGKILL is dead
 # within the timeout and rejoins when started again.
 #
@@ -89,7 +89,7 @@ wait_until() {
 [ "$(id -u)" -eq 0 ] || skip "needs root (network namespaces)"
 command -v ip >/dev/null 2>&1 || skip "no ip command (iproute2)"
 for f in "$DMP" "$DMPD" "$B/examples/hello" "$B/examples/queue" "$B/examples/pipe" \
-         "$B/examples/manager"; do
+         "$B/examples/shared_memory" "$B/examples/manager"; do
     [ -x "$f" ] || { echo "netns_test: '$f' is missing: run make first"; exit 2; }
 done
 NS="dmpt$$"                          # prefix of our namespaces
@@ -274,6 +274,12 @@ run_example pipe "pipe child on node3" node3 && same_lines "$SEED/pipe.txt" "pip
 check "pipe: the child ran on node3, the pipe is node1's" \
     test "$(node_of child "pipe child on node3")" = node3
 run_example pipe "pipe spread" spread && same_lines "$SEED/pipe.txt" "pipe spread"
+run_example shared_memory "shared_memory worker on node3" node3 &&
+    same_lines "$SEED/shared_memory.txt" "shared_memory worker on node3"
+check "shared_memory: the worker ran on node3, the Value and Array are node1's" \
+    test "$(node_of worker "shared_memory worker on node3")" = node3
+run_example shared_memory "shared_memory spread" spread &&
+    same_lines "$SEED/shared_memory.txt" "shared_memory spread"
 run_example manager "manager worker on node2" node2 &&
     same_lines "$SEED/manager.txt" "manager worker on node2"
 check "manager: the worker ran on node2, the server on node1" \
