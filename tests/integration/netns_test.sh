@@ -19,9 +19,10 @@
 # forms; hello, queue, pipe, shared_memory and manager spread over the
 # hosts print what the Python originals print; a partition of node3
 # shorter than the timeout is transparent (never dead, its running job
-# completes); a longer one makes node3 dead on both sides, `dmp run --node node3` exit 4 (DMP_ENODE), and
-# the cluster re-forms once healed; an agent killed with SIGKILL is dead
-# within the timeout and rejoins when started again.
+# completes); a longer one makes node3 dead on both sides, `dmp run --node
+# node3` exit 4 (DMP_ENODE), and the cluster re-forms once healed; an agent
+# killed with SIGKILL is dead within the timeout and rejoins when started
+# again.
 #
 # One line per check, "ok - ..." or "not ok - ...", then "N passed, M
 # failed"; the exit status is non-zero when a check failed. Skips (exit 0,
