@@ -4,10 +4,13 @@
 #
 #   DMP_BUILD=build bash tests/integration/examples_test.sh
 #
-# queue, pipe, shared_memory and manager are the guide's programs 1 to 4
-# (see the seed README); each runs (a) alone, with the embedded agent, and (b) on a throwaway
-# 3-node local cluster with DMP_PLACE=spread (and once more placed so the
-# child is not on the node owning the queue or pipe). Their output is
+# queue, pipe, shared_memory and manager are the guide's programs 1 to 4,
+# pool its program 5 (see the seed README; the pool is compared as that
+# README says: any worker may take any item, and ten 1-second tasks on 4
+# workers take about 3 s); each runs (a) alone, with the embedded agent,
+# and (b) on a throwaway 3-node local cluster with DMP_PLACE=spread (and
+# once more placed so the child is not on the node owning the queue or
+# pipe). Their output is
 # compared with the seed's expected files as the seed README says: lines
 # of different processes may interleave, so the sorted multisets of lines
 # must be equal, and the lines of each process (the "[name]" prefix, or
@@ -187,9 +190,13 @@ same_output() {
 run_example() {
     local name=$1 label=$2 rc
     shift 2
+    local start
+    start=$(now)
     env "$@" timeout -k 5 60 "$B/examples/$name" \
         >"$T/$label.out" 2>"$T/$label.err" </dev/null
     rc=$?
+    awk -v a="$start" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }' \
+        >"$T/$label.took"
     if [ "$rc" -eq 0 ]; then
         ok "$label: exits 0"
     else
@@ -205,11 +212,46 @@ run_example() {
     return "$rc"
 }
 
+# pool_output EXPECTED ACTUAL DESC: the seed README's rule for the pool
+# program, where any worker may take any item: the same workers greet,
+# once each; every item's data line comes once, from a worker that greeted
+# before it; the Result line is exactly the expected one.
+pool_output() {
+    local exp=$1 act=$2 desc=$3
+    if diff <(grep '^Start process' "$exp" | sort) \
+        <(grep '^Start process' "$act" | sort) >"$T/diff"; then
+        ok "$desc: workers SpawnPoolWorker-1..4 greet once each"
+    else
+        not_ok "$desc: the greetings differ (sorted; < expected, > got)"
+        indent "$T/diff"
+    fi
+    data() { sed -n 's/^\[SpawnPoolWorker-[0-9]*\] data : //p' "$1" | sort -n; }
+    if diff <(data "$exp") <(data "$act") >"$T/diff"; then
+        ok "$desc: each item's data line once"
+    else
+        not_ok "$desc: the data lines differ (< expected, > got)"
+        indent "$T/diff"
+    fi
+    check "$desc: each data line from a worker that greeted before it" \
+        awk '/^Start process : / { greeted[$4] = 1; next }
+             /^\[/ { w = substr($1, 2, length($1) - 2)
+                     if (!greeted[w]) bad = 1; next }
+             /^Result : / { next }
+             { bad = 1 }
+             END { exit bad }' "$act"
+    check "$desc: the Result line, exactly" \
+        test "$(grep '^Result' "$act")" = "$(grep '^Result' "$exp")"
+    check "$desc: as many lines as the original" \
+        test "$(wc -l <"$act")" = "$(wc -l <"$exp")"
+}
+# took LABEL: seconds the last run_example of LABEL took.
+took() { cat "$T/$1.took"; }
+
 # hello_nodes FILE: the node of each "hello from ... on node N" line.
 hello_nodes() { sed -n 's/^hello from .* on node \([^ ]*\) (pid .*/\1/p' "$1"; }
 
 echo "# build $B, expected output from $SEED, dir $T"
-for f in queue pipe shared_memory manager; do
+for f in queue pipe shared_memory manager pool; do
     check "expected output $f.txt is readable" test -r "$SEED/$f.txt"
 done
 shm_segments >"$T/shm.start"
@@ -240,6 +282,17 @@ for ex in queue pipe shared_memory manager; do
         test -z "$(ls -A "$T/emb")"
     no_leak "$ex alone" orphans "$T/shm.before" "$emb_node"
 done
+
+# Pool: four workers, ten 1-second tasks: about 3 s, as in Python.
+shm_segments >"$T/shm.before"
+run_example pool "pool alone" TMPDIR="$T/emb" &&
+    pool_output "$SEED/pool.txt" "$T/pool alone.out" "pool alone"
+check "pool alone: ten 1-second tasks on 4 workers in about 3 s" \
+    awk -v t="$(took "pool alone")" 'BEGIN { exit !(t >= 3 && t < 4.5) }'
+echo "# pool alone took $(took "pool alone") s"
+check "pool alone: its embedded agent is gone" \
+    wait_until 5 no_live_mentioning "$T/emb"
+no_leak "pool alone" orphans "$T/shm.before" "$emb_node"
 
 # ---- (b) a 3-node cluster -----------------------------------------------
 if ! "$DMP" cluster up -n 3 --dir "$D" --heartbeat 0.2 >"$T/up" 2>&1; then
@@ -345,6 +398,20 @@ check "manager worker on node2: worker on node2, server on node1" \
     test "$(node_of worker "$T/manager worker on node2.procs")" = node2 -a \
     "$(awk '$3 ~ /^manager-/ { print $1 }' \
         "$T/manager worker on node2.procs")" = node1
+
+# Pool: its four workers spread over the three nodes, the result the same
+# and as fast.
+cluster_example pool "pool spread" "${cluster_env[@]}" DMP_PLACE=spread &&
+    pool_output "$SEED/pool.txt" "$T/pool spread.out" "pool spread"
+echo "# pool spread took $(took "pool spread") s"
+check "pool spread: in about 3 s" \
+    awk -v t="$(took "pool spread")" 'BEGIN { exit !(t >= 3 && t < 4.5) }'
+check "pool spread: workers on node1, node2 and node3 ($(awk \
+    '$3 ~ /^SpawnPoolWorker-/ { print $1 }' "$T/pool spread.procs" |
+    sort -u | tr '\n' ' '))" \
+    test "$(awk '$3 ~ /^SpawnPoolWorker-/ { print $1 }' \
+        "$T/pool spread.procs" | sort -u | tr '\n' ' ')" = \
+    "node1 node2 node3 "
 
 # hello: one process on every node, each says where it ran.
 cluster_example hello "hello cluster" "${cluster_env[@]}"

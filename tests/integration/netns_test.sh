@@ -22,7 +22,9 @@
 # completes); a longer one makes node3 dead on both sides, `dmp run --node
 # node3` exit 4 (DMP_ENODE), and the cluster re-forms once healed; an agent
 # killed with SIGKILL is dead within the timeout and rejoins when started
-# again.
+# again. The pool program spreads its workers over the three hosts; the
+# agent is killed in the middle of a `dmp map` over the hosts, which still
+# prints every result once, in order.
 #
 # One line per check, "ok - ..." or "not ok - ...", then "N passed, M
 # failed"; the exit status is non-zero when a check failed. Skips (exit 0,
@@ -90,7 +92,8 @@ wait_until() {
 [ "$(id -u)" -eq 0 ] || skip "needs root (network namespaces)"
 command -v ip >/dev/null 2>&1 || skip "no ip command (iproute2)"
 for f in "$DMP" "$DMPD" "$B/examples/hello" "$B/examples/queue" "$B/examples/pipe" \
-         "$B/examples/shared_memory" "$B/examples/manager"; do
+         "$B/examples/shared_memory" "$B/examples/manager" "$B/examples/pool" \
+         "$B/examples/mathmod.so"; do
     [ -x "$f" ] || { echo "netns_test: '$f' is missing: run make first"; exit 2; }
 done
 NS="dmpt$$"                          # prefix of our namespaces
@@ -287,6 +290,25 @@ check "manager: the worker ran on node2, the server on node1" \
     test "$(node_of worker "manager worker on node2")" = node2 -a \
     "$(awk '$2 ~ /^manager-/ { print $1 }' "$T/manager worker on node2.procs")" = node1
 run_example manager "manager spread" spread && same_lines "$SEED/manager.txt" "manager spread"
+# Pool: any worker may take any item (seed README), so the greetings, the
+# items and the Result line are compared, not who printed what.
+pool_same() { # EXPECTED ACTUAL
+    diff <(grep '^Start' "$1" | sort) <(grep '^Start' "$2" | sort) &&
+        diff <(sed -n 's/^\[[^]]*\] data/data/p' "$1" | sort) \
+            <(sed -n 's/^\[[^]]*\] data/data/p' "$2" | sort) &&
+        test "$(grep '^Result' "$1")" = "$(grep '^Result' "$2")"
+}
+pool_lines() { # EXPECTED LABEL
+    if pool_same "$1" "$T/$2.out" >"$T/diff" 2>&1; then
+        ok "$2: the same workers greet, every item once, the same Result"
+    else
+        not_ok "$2: output differs from the Python original's"
+        indent "$T/diff" "$T/$2.out"
+    fi
+}
+run_example pool "pool spread" spread && pool_lines "$SEED/pool.txt" "pool spread"
+check "pool spread: workers on the three hosts ($(awk '$2 ~ /^SpawnPoolWorker/ { print $1 }' "$T/pool spread.procs" | sort -u | tr '\n' ' '))" \
+    test "$(awk '$2 ~ /^SpawnPoolWorker/ { print $1 }' "$T/pool spread.procs" | sort -u | tr '\n' ' ')" = "node1 node2 node3 "
 
 # ---- a short partition is transparent ----------------------------------------
 # A job on node3 ticking for 3 s; node3's link is down for 1 s in the
@@ -347,6 +369,18 @@ run_on3 || echo "# first dmp run --node node3 after healing failed: $(cat "$T/ru
 check "healed: jobs run on node3 again" wait_until 5 run_on3
 
 # ---- an agent killed with SIGKILL --------------------------------------------
+# ... in the middle of a `dmp map` over the three hosts: its workers'
+# chunks run again on node1 and node3; every result, once, in order.
+seq 1 200000 >"$T/map.in"
+awk '{ printf "%.0f\n", $1 * $1 }' "$T/map.in" >"$T/map.want"
+: >"$T/map.out"
+dmp1 map -q -c 20 "$B/examples/mathmod.so:square" <"$T/map.in" \
+    >"$T/map.out" 2>"$T/map.err" &
+mapper=$!
+map_quarter() { [ "$(wc -l <"$T/map.out")" -ge 50000 ]; }
+wait_until 60 map_quarter ||
+    echo "# dmp map did not get a quarter through: $(wc -l <"$T/map.out") lines"
+map_killed_at=$(wc -l <"$T/map.out")
 p2=${PID[node2]}
 killed=$(now)
 # (stderr of the pair silenced: bash's "Killed" notice for its own job)
@@ -360,6 +394,11 @@ else
     not_ok "node2 shown dead after SIGKILL (state: $(state node2))"
 fi
 check "node3 shows node2 dead too" wait_until 10 is_state_on 3 node2 dead
+wait "$mapper"
+rc=$?
+check "dmp map with node2 killed at line $map_killed_at of 200000: exit $rc, every result once, in order" \
+    eval 'test "$rc" -eq 0 && cmp -s "$T/map.want" "$T/map.out"'
+[ "$rc" -eq 0 ] || indent "$T/map.err" | head -5
 dmp1 run --node node2 -- true >/dev/null 2>&1
 rc=$?
 check "dmp run --node node2 exits 4 (exit $rc)" test "$rc" -eq 4
