@@ -49,7 +49,7 @@
 #include <unistd.h>
 
 #define S_MAGIC 0x3152485350504d44ull /* "DMPPSHR1" little-endian */
-#define S_VERSION 1u
+#define S_VERSION 2u
 #define S_PAGE 4096u
 #define S_HOLDERS_OFF S_PAGE
 #define S_HOLDERS_MAX (S_PAGE / sizeof(s_holder_t))

@@ -17,11 +17,14 @@
  *
  * Remote holders: the owner knows each by (node, pid) and gives it a lease;
  * a background thread renews the leases of every object this process
- * holds remotely. A holder of the lock reads a small object from a copy
- * the acquire reply brought along, and its writes and the release go out
- * without waiting for an answer (their order is kept on the way; a
- * failure comes back from the next call): a remote `with lock: v += 1`
- * is one round trip.
+ * holds remotely. A holder of the lock works on a copy of a small object
+ * that the acquire reply brought along: its writes go to the owner with
+ * the release, which goes out without waiting for an answer (requests keep
+ * their order on the way; a failure comes back from the next call). So a
+ * remote `with lock: v += 1` is one round trip and two messages. Nobody
+ * can see the writes earlier anyway: every read of a locked object takes
+ * the lock (only a lockless add could, and an add by the holder sends
+ * them first).
  *
  * A handle travels as a value: 'S', the owner, the object id, the segment
  * name, the typecode, the lock flag and the length.
@@ -74,6 +77,9 @@ struct dmp_shared {
     bool renewing;              /* the renewer thread uses it (s_lock) */
     bool gone;                  /* the owner removed it */
     bool cached;                /* cache holds the object (lock holder) */
+    size_t dirty_lo, dirty_hi;  /* elements written into the cache and not
+                                 * sent yet (none when equal): they go
+                                 * with the release (write-back) */
     uint8_t cache[DMP__SHARED_PREFETCH_MAX];
     pthread_mutex_t amx;        /* guards inflight and async_error */
     pthread_cond_t acv;         /* inflight reached 0 */
@@ -677,6 +683,36 @@ dmp_lock_acquire(dmp_lock_t *lock, double timeout)
     return rc;
 }
 
+/* Puts the holder's unsent writes into req (start, data: a copy in le,
+ * little-endian) and forgets them. */
+static void
+s_dirty(dmp_shared_t *s, dmp__msg_t *req, uint8_t le[DMP__SHARED_PREFETCH_MAX])
+{
+    if (s->dirty_lo >= s->dirty_hi)
+        return;
+    size_t n = s->dirty_hi - s->dirty_lo;
+    memcpy(le, s->cache + s->dirty_lo * s->itemsize, n * s->itemsize);
+    dmp__elem_to_le(s->typecode, le, n);
+    req->u.shared_op.start = s->dirty_lo;
+    req->u.shared_op.data = le;
+    req->u.shared_op.len = n * s->itemsize;
+    s->dirty_lo = s->dirty_hi = 0;
+}
+
+/* Sends the holder's unsent writes now (before an add of its own). */
+static int
+s_flush_dirty(dmp_shared_t *s)
+{
+    if (s->dirty_lo >= s->dirty_hi)
+        return 0;
+    dmp__msg_t req;
+    uint8_t le[DMP__SHARED_PREFETCH_MAX];
+    s_op_init(s, &req, DMP__SHARED_WRITE);
+    req.u.shared_op.holding = true;
+    s_dirty(s, &req, le);
+    return s_request_async(s, &req);
+}
+
 int
 dmp_lock_release(dmp_lock_t *lock)
 {
@@ -688,16 +724,19 @@ dmp_lock_release(dmp_lock_t *lock)
     __atomic_store_n(&lock->owner, 0, __ATOMIC_RELAXED);
     if (s->seg)
         return dmp__seg_unlock(s->seg);
-    s->cached = false;
     pthread_mutex_lock(&lock->mx);
     bool lost = lock->lost;
     int rc = 0;
-    if (!lost) {
+    if (!lost) { /* with the writes made under it (lost: they are void) */
         dmp__msg_t req;
+        uint8_t le[DMP__SHARED_PREFETCH_MAX];
         s_op_init(s, &req, DMP__SHARED_RELEASE);
         req.u.shared_op.holding = true; /* not holding it is an error */
+        s_dirty(s, &req, le);
         rc = s_request_async(s, &req);
     }
+    s->cached = false;
+    s->dirty_lo = s->dirty_hi = 0;
     lock->busy = false;
     lock->lost = false;
     pthread_cond_signal(&lock->cv);
@@ -786,8 +825,19 @@ s_remote_write(dmp_shared_t *s, uint64_t start, size_t count,
     if (rc)
         return rc;
     bool holding = s->has_lock && s_holds(&s->lock);
-    if (holding && s->cached)
+    if (holding && s->cached) { /* write-back: they go with the release */
         memcpy(s->cache + start * s->itemsize, buf, count * s->itemsize);
+        if (s->dirty_lo >= s->dirty_hi) {
+            s->dirty_lo = start;
+            s->dirty_hi = start + count;
+        } else {
+            if (start < s->dirty_lo)
+                s->dirty_lo = start;
+            if (start + count > s->dirty_hi)
+                s->dirty_hi = start + count;
+        }
+        return 0;
+    }
     size_t per = DMP__REMOTE_ITEM_MAX / s->itemsize;
     uint8_t small[64];
     for (size_t done = 0; done < count;) {
@@ -971,6 +1021,8 @@ s_remote_add(dmp_shared_t *s, uint64_t k, uint64_t delta_bits,
              uint64_t *after_bits)
 {
     int rc = s_async_error(s);
+    if (rc == 0 && s_holds(&s->lock))
+        rc = s_flush_dirty(s); /* the owner adds to what we wrote */
     if (rc)
         return rc;
     uint8_t d[8];

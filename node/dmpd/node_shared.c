@@ -39,6 +39,8 @@
 #define LEASE_MIN 2.0         /* seconds: a remote lock holder's lease */
 #define HOLD_LEASE_MIN 4.0    /* a remote handle's (at least 2 leases) */
 #define GRACE 3.0             /* for the creator to hold a new object */
+#define HOLDERS_MAX 65536     /* remote holders of one object: memory stays
+                               * bounded whatever clients claim to be */
 
 /* A process elsewhere that holds a handle (or will: HOLD_FOR). */
 typedef struct node_shholder {
@@ -111,10 +113,11 @@ s_find(node_t *node, uint64_t id)
 static node_shholder_t *
 s_holder(struct node_shobj *o, const char *name, uint32_t pid, bool create)
 {
-    for (node_shholder_t *h = o->holders; h; h = h->next)
+    unsigned n = 0;
+    for (node_shholder_t *h = o->holders; h; h = h->next, n++)
         if (h->pid == pid && strcmp(h->node, name) == 0)
             return h;
-    if (!create)
+    if (!create || n >= HOLDERS_MAX)
         return NULL;
     node_shholder_t *h = dmp__calloc(1, sizeof *h);
     if (h) {
@@ -268,6 +271,15 @@ s_unused(struct node_shobj *o, bool now)
 
 /* ---- operations -------------------------------------------------------- */
 
+/* Writes p's elements (little-endian on the wire) into the segment. */
+static void
+s_write(struct node_shobj *o, const struct node_shpark *p)
+{
+    uint8_t *base = (uint8_t *)dmp__seg_data(o->seg) + p->start * o->itemsize;
+    memcpy(base, p->data, p->len);
+    dmp__elem_from_le(o->typecode, base, p->len / o->itemsize);
+}
+
 /* Reads or writes the elements of p now (the lock, if needed, is ours).
  * Replies. */
 static void
@@ -288,8 +300,7 @@ s_io(struct node_shpark *p)
         dmp__free(out);
         return;
     }
-    memcpy(base, p->data, p->len);
-    dmp__elem_from_le(o->typecode, base, p->len / o->itemsize);
+    s_write(o, p);
     s_reply(&p->from, p->req_id, 0, NULL, 0, 0, false);
 }
 
@@ -379,7 +390,7 @@ s_range(const struct node_shobj *o, const s_op_t *op, struct node_shpark *p)
 {
     uint64_t count = op->op == DMP__SHARED_READ ? op->count
                                                 : op->len / o->itemsize;
-    if (op->op == DMP__SHARED_WRITE && op->len % o->itemsize != 0)
+    if (op->op != DMP__SHARED_READ && op->len % o->itemsize != 0)
         return -EINVAL;
     if (count == 0 || op->start >= o->length ||
         count > o->length - op->start ||
@@ -496,10 +507,18 @@ node_shared_op(node_t *node, const dmp__msg_t *req, const node_sub_t *from)
         s_reply(from, req->id, rc, NULL, 0, s_lease(node), false);
         return;
     case DMP__SHARED_RELEASE:
-        if (o->locker == h)
+        if (o->locker == h) {
+            /* The holder's last writes come with its release. */
+            if (op->len && (rc = s_range(o, op, &p)) == 0) {
+                p.data = op->data;
+                p.len = op->len;
+                p.op = DMP__SHARED_WRITE;
+                s_write(o, &p);
+            }
             s_unlock(node, o, false);
-        else if (op->holding)
-            rc = -EPERM;
+        } else if (op->holding) {
+            rc = -EPERM; /* its writes are void: the lock went to another */
+        }
         s_reply(from, req->id, rc, NULL, 0, 0, false);
         return;
     case DMP__SHARED_ADD:

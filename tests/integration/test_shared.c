@@ -961,6 +961,40 @@ test_lock_is_recursive_and_excludes_a_child(void **state)
     s_destroy_queue(&r);
 }
 
+/* What a holder writes (and adds) lands in order, and nobody reads it
+ * half-done: a child holds the lock, writes, adds and writes again; a read
+ * here waits for its release and sees all of it. */
+static void
+test_a_holders_writes_and_adds_land_in_order(void **state)
+{
+    (void)state;
+    dmp_shared_t *s = s_array('q', 3, NULL, 1);
+    dmp_queue_t *r = s_queue();
+    dmp_process_t *p = s_script(
+        s_other(1), s, r,
+        dmp_list_of(7, s_op("acquire", dmp_double(10)),
+                    s_op("set", dmp_list_of(2, dmp_int(0), dmp_int(10))),
+                    s_op("add", dmp_int(5)),
+                    s_op("set", dmp_list_of(2, dmp_int(2), dmp_int(7))),
+                    s_op("ready", NULL), s_op("sleep", dmp_double(0.3)),
+                    s_op("release", NULL)));
+    for (int k = 0; k < 5; k++)
+        s_free_rep((s_rep_t[]){s_expect(r, k, 0)});
+    int64_t got[3] = {0};
+    double t0 = s_now();
+    assert_dmp_ok(dmp_shared_read(s, 0, 3, got)); /* waits for the release */
+    double took = s_now() - t0;
+    assert_true(took > 0.1);
+    assert_int_equal(got[0], 15);
+    assert_int_equal(got[1], 0);
+    assert_int_equal(got[2], 7);
+    for (int k = 5; k < 7; k++)
+        s_free_rep((s_rep_t[]){s_expect(r, k, 0)});
+    s_join(&p, 0);
+    s_destroy_shared(&s);
+    s_destroy_queue(&r);
+}
+
 /* acquire(timeout) while a child holds it: -ETIMEDOUT no earlier than
  * asked, within 200 ms after here; and the same for a child (across
  * hosts: within REMOTE_SLACK) while we hold it. */
@@ -1393,6 +1427,7 @@ main(void)
             test_bad_arguments_are_einval_and_unheld_release_eperm),          \
         cmocka_unit_test(test_lock_is_recursive_and_excludes_a_child),        \
         cmocka_unit_test(test_acquire_timeouts_are_honoured),                 \
+        cmocka_unit_test(test_a_holders_writes_and_adds_land_in_order),       \
         cmocka_unit_test(                                                     \
             test_locked_increments_from_n_processes_lose_nothing),            \
         cmocka_unit_test(test_local_and_remote_holders_exclude_each_other),   \
