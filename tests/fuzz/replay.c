@@ -25,6 +25,7 @@
 #include "fuzz_config.c"
 #include "fuzz_keys.c"
 #include "fuzz_ring_header.c"
+#include "fuzz_shared_header.c"
 #include "fuzz_value.c"
 #include "fuzz_wire.c"
 
@@ -40,6 +41,7 @@ static const struct {
 } s_targets[] = {
     {"cache", fuzz_cache},   {"config", fuzz_config},
     {"keys", fuzz_keys},     {"ring_header", fuzz_ring_header},
+    {"shared_header", fuzz_shared_header},
     {"value", fuzz_value},   {"wire", fuzz_wire},
 };
 #define S_N_TARGETS (sizeof s_targets / sizeof s_targets[0])
@@ -189,6 +191,7 @@ s_finding_fails(s_target_fn fn, const char *path)
     if (pid < 0 || waitpid(pid, &status, 0) != pid)
         return false;
     s_ring_cleanup_pid(pid); /* a ring segment the child may have left */
+    s_shh_cleanup_pid(pid);  /* a Value's segment likewise */
     return !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 

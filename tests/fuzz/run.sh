@@ -33,6 +33,7 @@ fi
 max_len() {
     case "$1" in
     ring_header) echo 8192 ;; # a header page and a small data area
+    shared_header) echo 10240 ;; # header, holders and a few elements
     keys) echo 17000 ;;       # past the 16 KiB bound of key files
     config) echo 3000 ;;      # past the 1 KiB line limit
     *) echo 4096 ;;
