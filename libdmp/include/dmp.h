@@ -576,6 +576,10 @@ typedef struct {
      * running it (a crash or a signal; a lost node does not count).
      * 0: 3. Negative: never. */
     int retries;
+    /* Seconds one chunk may run: a worker that takes longer (hung, in an
+     * endless loop, stopped) is killed and the chunk runs again, counted
+     * as above. 0: no limit. With a limit, a message carries one chunk. */
+    double task_timeout;
 } dmp_pool_opts_t;
 
 /*

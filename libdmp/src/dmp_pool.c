@@ -125,6 +125,9 @@ struct s_worker {
     bool stopping;            /* told to stop: takes nothing more */
     bool hello;               /* its initializer ran */
     bool init_failed;         /* ... and failed ('X') */
+    bool timed_out;           /* we killed it: its chunk ran too long */
+    uint64_t head_id;         /* the chunk it runs (task_timeout) ... */
+    double head_since;        /* ... since about then */
     unsigned assigned;        /* chunks given (maxtasksperchild) */
     s_chunk_t *head, *tail;   /* the chunks it holds, in its order */
     s_msgrec_t msgs[AHEAD];
@@ -152,6 +155,7 @@ struct dmp_pool {
     bool thread_started, thread_done, joined;
     int state;
     int processes, maxtasks, retries;
+    double task_timeout;      /* 0: none */
     char initializer[DMP__NAME_MAX];
     dmp_value_t *initargs;
     char host_id[160];
@@ -632,8 +636,9 @@ s_batch(const dmp_pool_t *pool, const s_chunk_t *c)
     for (size_t i = 0; !work->est_known && i < EST_TASKS; i++)
         if (strcmp(pool->est[i].task, work->task) == 0)
             est = pool->est[i].us; /* the same task in an earlier call */
-    if (est < 0)
-        return 1; /* unknown: long tasks must spread evenly */
+    if (est < 0 || pool->task_timeout > 0)
+        return 1; /* unknown: long tasks must spread evenly; with a
+                   * timeout, a chunk's clock starts when the last ends */
     double chunk_us = est * (double)c->n;
     if (chunk_us <= TARGET_US / BATCH_MAX)
         return BATCH_MAX;
@@ -1092,7 +1097,11 @@ s_worker_lost(dmp_pool_t *pool, int slot, int rc, int code, s_due_t *due)
     w->node->workers--;
     char how[64];
     s_describe_exit(rc, code, how, sizeof how);
-    bool crashed = rc == 0 && code != 0 && w->hello && !w->init_failed;
+    if (w->timed_out && rc == 0)
+        snprintf(how, sizeof how, "killed after %.3g s",
+                 pool->task_timeout);
+    bool crashed = rc == 0 && code != 0 && !w->init_failed &&
+                   (w->hello || w->timed_out);
     if (rc == DMP_ENODE) {
         w->node->dead = true;
     } else if (!w->hello && !w->init_failed && code != 0 &&
@@ -1139,10 +1148,12 @@ s_worker_lost(dmp_pool_t *pool, int slot, int rc, int code, s_due_t *due)
         s_chunk_t *c = blamed[i];
         if (c->n == 1 && c->kills > (unsigned)pool->retries) {
             char text[DMP__TEXT_MAX];
-            snprintf(text, sizeof text, "task '%s' on item %zu killed its "
-                     "worker %u time%s (last: %s in %s on node '%s'; "
-                     "retries: %d)", c->work->task, c->first, c->kills,
-                     c->kills > 1 ? "s" : "", how,
+            snprintf(text, sizeof text, "task '%s' on item %zu %s %u "
+                     "time%s (last: %s in %s on node '%s'; retries: %d)",
+                     c->work->task, c->first,
+                     w->timed_out ? "ran over the task timeout"
+                                  : "killed its worker",
+                     c->kills, c->kills > 1 ? "s" : "", how,
                      dmp_process_name(w->proc), w->node->name,
                      pool->retries);
             s_chunk_fail(pool, c, DMP_EWORKER, text, due);
@@ -1175,6 +1186,23 @@ s_check_workers(dmp_pool_t *pool, s_due_t *due)
         s_worker_lost(pool, i, rc == -EAGAIN ? DMP_ENODE : rc, code, due);
     }
     double now = dmp__now();
+    for (int i = 0; pool->task_timeout > 0 && i < pool->processes; i++) {
+        /* a chunk's clock starts when it reaches the head of its worker's
+         * list (sent to an idle worker, or the one before it ended) */
+        s_worker_t *w = pool->slots[i];
+        if (!w || !w->head || w->timed_out)
+            continue;
+        if (w->head_id != w->head->id) {
+            w->head_id = w->head->id;
+            w->head_since = now;
+        } else if (now - w->head_since > pool->task_timeout) {
+            dmp__log(DMP_LOG_INFO, "pool: %s on node '%s' ran a chunk for "
+                     "more than %.3g s: killed", dmp_process_name(w->proc),
+                     w->node->name, pool->task_timeout);
+            w->timed_out = true;
+            dmp_process_kill(w->proc);
+        }
+    }
     for (int i = 0; i < pool->processes; i++) {
         s_worker_t *w = pool->slots[i];
         if (w && !w->stopping && w->n_msgs == 0 &&
@@ -1391,6 +1419,7 @@ dmp_pool_new(const dmp_pool_opts_t *opts, dmp_pool_t **pool_p)
     if (!opts)
         opts = &none;
     if (opts->processes < 0 || opts->maxtasksperchild < 0 ||
+        !(opts->task_timeout >= 0) ||
         (opts->initializer && !dmp__target_find(opts->initializer)) ||
         (opts->initializer && strlen(opts->initializer) >= DMP__NAME_MAX) ||
         (opts->initargs && dmp_value_type(opts->initargs) != DMP_VALUE_LIST))
@@ -1415,6 +1444,7 @@ dmp_pool_new(const dmp_pool_opts_t *opts, dmp_pool_t **pool_p)
     pool->retries = opts->retries < 0    ? 0
                     : opts->retries == 0 ? RETRIES_DEFAULT
                                          : opts->retries;
+    pool->task_timeout = opts->task_timeout > 0 ? opts->task_timeout : 0;
     if (opts->initializer)
         dmp__strlcpy(pool->initializer, opts->initializer,
                      sizeof pool->initializer);

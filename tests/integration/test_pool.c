@@ -10,8 +10,9 @@
  * initializer run once in each worker, maxtasksperchild replacing workers,
  * close/join/terminate (nothing hangs), a task that keeps killing its
  * worker (DMP_EWORKER naming it), an initializer that fails (calls fail,
- * never hang), and one worker killed with SIGKILL in the middle of a
- * 100k-item map and of a 100k-item imap: every result, once, in order.
+ * never hang), a hung task and a stopped worker (task_timeout), and one
+ * worker killed with SIGKILL in the middle of a 100k-item map and of a
+ * 100k-item imap: every result, once, in order.
  *
  * On a cluster of three (this program on node1's ipc endpoint, workers
  * spread): workers on every node, a map across hosts, and node3's agent
@@ -190,6 +191,8 @@ DMP_TARGET(init_fails)
 }
 
 /* ---- helpers --------------------------------------------------------------- */
+
+static size_t s_worker_pids(dmp_pool_t *pool, int64_t *pids, size_t max);
 
 static dmp_pool_t *
 s_pool(int processes, const char *placement)
@@ -825,6 +828,57 @@ test_task_that_keeps_killing_its_worker_fails_the_call(void **state)
     dmp_pool_destroy(&pool);
 }
 
+/* Item 5 never ends (an endless wait), every time. */
+DMP_TASK(hang5)
+{
+    if (s_int(arg) == 5)
+        for (;;)
+            pause();
+    *result = dmp_int(s_int(arg));
+    return 0;
+}
+
+/* task_timeout: a hung task is killed and retried, then fails with
+ * DMP_EWORKER saying so; a worker stopped (SIGSTOP) mid-map loses its
+ * chunk to another worker and the map completes. */
+static void
+test_hung_task_and_stopped_worker_are_timed_out(void **state)
+{
+    (void)state;
+    dmp_pool_opts_t o = {.processes = 2, .retries = 1, .task_timeout = 0.5};
+    dmp_pool_t *pool;
+    assert_dmp_ok(dmp_pool_new(&o, &pool));
+    dmp_value_t *items = dmp_list_range(0, 20), *res = NULL;
+    double t0 = s_now();
+    assert_dmp_err(dmp_pool_map(pool, "hang5", items, 1, &res), DMP_EWORKER);
+    double took = s_now() - t0;
+    print_message("# %s (in %.2f s)\n", dmp_pool_errmsg(pool), took);
+    assert_contains(dmp_pool_errmsg(pool), "item 5 ran over the task timeout");
+    assert_true(took >= 1.0 && took < 10.0);
+    /* a stopped worker: its chunk runs elsewhere */
+    int64_t pids[8];
+    assert_true(s_worker_pids(pool, pids, 8) == 2);
+    dmp_value_t *many = dmp_list_range(0, 200);
+    dmp_async_t *ar;
+    assert_dmp_ok(dmp_pool_map_async(pool, "pid_nap", many, 1, NULL, NULL,
+                                     &ar));
+    s_sleep(0.2);
+    assert_int_equal(kill((pid_t)pids[0], SIGSTOP), 0);
+    assert_dmp_ok(dmp_async_get(ar, &res, 60.0));
+    for (int64_t i = 0; i < 200; i++)
+        assert_int_equal(s_int(dmp_list_get(dmp_list_get(res, i), 0)), i);
+    print_message("# worker %lld stopped mid-map: the map completed in "
+                  "%.2f s\n", (long long)pids[0], s_now() - t0 - took);
+    dmp_value_destroy(&res);
+    dmp_async_destroy(&ar);
+    kill((pid_t)pids[0], SIGCONT); /* killed already: harmless */
+    dmp_value_destroy(&many);
+    dmp_value_destroy(&items);
+    dmp_pool_destroy(&pool);
+    dmp_pool_opts_t bad = {.task_timeout = -1};
+    assert_dmp_err(dmp_pool_new(&bad, &pool), -EINVAL);
+}
+
 /* An initializer that fails: calls fail with DMP_EREMOTE, never hang. */
 static void
 test_failing_initializer_fails_calls(void **state)
@@ -1100,6 +1154,7 @@ main(void)
         cmocka_unit_test(
             test_task_that_keeps_killing_its_worker_fails_the_call),
         cmocka_unit_test(test_failing_initializer_fails_calls),
+        cmocka_unit_test(test_hung_task_and_stopped_worker_are_timed_out),
         cmocka_unit_test(test_worker_killed_mid_map_loses_nothing),
         cmocka_unit_test(test_worker_killed_mid_imap_yields_every_item_once),
         cmocka_unit_test(test_no_worker_is_left),
