@@ -12,10 +12,13 @@
 # image, each node only its own secret, 0600), a non-root agent, healthy
 # containers, only node1 published and only on loopback, an unknown
 # client key refused; `dmp run --node node2 -- hostname`; the examples
-# hello, queue and pipe shipped from this host and spread over the
-# containers; `kill node2` in the middle of jobs (node1's job completes,
-# node2's fails with exit 4, node2 dead within the heartbeat timeout);
-# `start node2` rejoins; an agent that crashes is restarted by the restart
+# hello, queue, pipe, shared_memory, manager and pool shipped from this
+# host and spread over the containers; `kill node2` in the middle of jobs
+# (node1's job completes, node2's fails with exit 4, node2 dead within the
+# heartbeat timeout);
+# `start node2` rejoins; a `dmp map` of 300 items with workers on every
+# node, node2 killed in the middle: every result once, in order, exit 0;
+# an agent that crashes is restarted by the restart
 # policy; `down -v` leaves no container, network or volume behind.
 #
 # One line per check, "ok - ..." or "not ok - ...", then "N passed, M
@@ -84,7 +87,7 @@ elif command -v docker-compose >/dev/null 2>&1; then
 else
     skip "neither 'docker compose' nor 'docker-compose' is installed"
 fi
-for f in "$DMP" "$B/examples/hello" "$B/examples/queue" "$B/examples/pipe"; do
+for f in "$DMP" "$B/examples/"{hello,queue,pipe,shared_memory,manager,pool}; do
     [ -x "$f" ] || { echo "compose_test: '$f' is missing: run make first"; exit 2; }
 done
 
@@ -251,10 +254,13 @@ check "hello: one process on each of node1 node2 node3 ($(hello_nodes "$T/hello"
 # The seed's expected lines (sorted: processes may interleave).
 SEED="$top/../shared/seed/expected"
 [ -r "$SEED/queue.txt" ] || SEED="$here/seed"
-for ex in queue pipe; do
+# The pool's worker lines may come from any worker: compared with the
+# worker names taken out (examples_test.sh checks the finer rules).
+anyworker() { sed 's/SpawnPoolWorker-[0-9]*/SpawnPoolWorker-N/' "$1" | sort; }
+for ex in queue pipe shared_memory manager pool; do
     DMP_PLACE=spread timeout -k 5 60 "$B/examples/$ex" >"$T/$ex" 2>"$T/$ex.err"
     rc=$?
-    if [ "$rc" -eq 0 ] && diff <(sort "$SEED/$ex.txt") <(sort "$T/$ex") >"$T/diff"; then
+    if [ "$rc" -eq 0 ] && diff <(anyworker "$SEED/$ex.txt") <(anyworker "$T/$ex") >"$T/diff"; then
         ok "$ex spread over the containers: exit 0, the Python original's lines"
     else
         not_ok "$ex spread over the containers: exit $rc"
@@ -314,6 +320,32 @@ fi
 run_on2() { [ "$("$DMP" run --node node2 -- hostname 2>"$T/run2.err")" = node2 ]; }
 run_on2 || echo "# first dmp run --node node2 after 'alive' failed: $(cat "$T/run2.err")"
 check "node2 runs jobs again" wait_until 5 run_on2
+
+# ---- a pool map across the containers, node2 killed in the middle --------
+# `dmp map` from the host: workers on every node (the dmp binary shipped
+# into the containers); node2's container is killed while they work. Its
+# items run again elsewhere: every result once, in order, exit 0.
+seq 1 300 >"$T/items"
+awk '{ print $1 * 2 }' "$T/items" >"$T/map.want"
+start=$(now)
+timeout -k 5 120 "$DMP" map -q -p 6 -- sh -c 'sleep 0.1; echo $(( $1 * 2 ))' sh {} \
+    <"$T/items" >"$T/map.out" 2>"$T/map.err" &
+mapjob=$!
+wait_until 20 eval '"$DMP" ps 2>/dev/null | grep -q "^node2 .*SpawnPoolWorker"'
+sleep 1
+dc kill node2 >"$T/kill2.log" 2>&1
+check "kill node2 during a pool map" test $? -eq 0
+wait "$mapjob"
+rc=$?
+if [ "$rc" -eq 0 ] && cmp -s "$T/map.want" "$T/map.out"; then
+    ok "dmp map of 300 items over the containers completes despite node2's death: every result once, in order ($(since "$start") s)"
+else
+    not_ok "dmp map with node2 killed: exit $rc, $(wc -l <"$T/map.out") lines"
+    indent "$T/map.err"
+fi
+dc start node2 >"$T/start2.log" 2>&1
+check "node2 alive again after the map" wait_until 30 is_state node2 alive
+check "node2 runs jobs again after the map" wait_until 10 run_on2
 
 # ---- the restart policy: an agent that crashes comes back ----------------
 before=$(docker inspect -f '{{.RestartCount}}' "$(cid node3)")
