@@ -58,6 +58,8 @@ int cli_cluster(int argc, char **argv);
 int cli_run(int argc, char **argv);
 int cli_ps(int argc, char **argv);
 int cli_map(int argc, char **argv);
+/* `dmp --map-exec PPID CMD ...`: how a `dmp map` worker runs a command. */
+int cli_map_exec(int argc, char **argv);
 
 /* Waits until the node behind client reports `want` alive nodes (itself
  * included). Returns 0, or DMP_ENODE/-ETIMEDOUT. */

@@ -21,9 +21,13 @@
  *
  * Command mode: every "{}" in CMD's arguments is replaced by the item (the
  * item is appended when there is none), and the worker runs it with
- * posix_spawnp: no shell, and never a fork of a process that holds a
- * ZeroMQ context. Its stdout, one trailing newline removed, is the result;
- * a non-zero exit fails the item. Its stderr goes where the worker's does.
+ * posix_spawn: no shell, and never a fork of a process that holds a
+ * ZeroMQ context. It is spawned through this executable in a small exec
+ * mode (cli_map_exec) that asks the kernel to kill it when the worker
+ * dies (PR_SET_PDEATHSIG) and then execs CMD: a worker killed (terminate,
+ * a task timeout, a lost node) leaves no command behind. Its stdout, one
+ * trailing newline removed, is the result; a non-zero exit fails the
+ * item. Its stderr goes where the worker's does.
  *
  * On a terminal a progress bar (done/total, rate, ETA, failures) is drawn
  * on stderr; a summary follows at the end. Exit status: 0 when every item
@@ -33,6 +37,7 @@
 #include "cli.h"
 
 #include <dlfcn.h>
+#include <sys/prctl.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
@@ -71,6 +76,8 @@ static const char s_usage[] =
     "  -c, --chunksize K       items per task (default 1)\n"
     "  -r, --retries R         runs of an item after it crashed its worker\n"
     "                          (default 3)\n"
+    "  -t, --task-timeout SEC  an item running longer has its worker killed\n"
+    "                          and counts as a crash (default: no limit)\n"
     "  -q, --quiet             no progress bar and no summary\n" CLI_CONN_USAGE
     "\n"
     "Exit status: 0 every item succeeded, 1 some failed (listed on stderr),\n"
@@ -175,6 +182,44 @@ s_free_argv(char **argv)
     free(argv);
 }
 
+/* Whether argv0 names something we can exec: a path, or a name found in
+ * $PATH (so that a missing command is reported as such, not as the exec
+ * helper's status 127). */
+static bool
+s_runnable(const char *argv0)
+{
+    if (strchr(argv0, '/'))
+        return access(argv0, X_OK) == 0;
+    const char *path = getenv("PATH");
+    for (const char *p = path ? path : "/usr/bin:/bin"; *p;) {
+        size_t l = strcspn(p, ":");
+        char full[PATH_MAX];
+        if (snprintf(full, sizeof full, "%.*s/%s", (int)(l ? l : 1),
+                     l ? p : ".", argv0) < (int)sizeof full &&
+            access(full, X_OK) == 0)
+            return true;
+        p += l + (p[l] == ':');
+    }
+    return false;
+}
+
+/* `dmp --map-exec PPID CMD ARG...`: the kernel kills us (and so CMD, which
+ * replaces us) when our parent, the worker, dies; if it died already,
+ * nothing runs. Called first thing in main, before any dmp state. */
+int
+cli_map_exec(int argc, char **argv)
+{
+    if (argc < 4)
+        return 127;
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if ((long)getppid() != atol(argv[2]))
+        _exit(127); /* the worker is gone */
+    execvp(argv[3], argv + 3);
+    fprintf(stderr, "dmp map: cannot run '%s': %s\n", argv[3],
+            strerror(errno));
+    _exit(127);
+}
+
 /* Runs the command for one item; its stdout is the result. */
 DMP_TASK(dmp_map_cmd)
 {
@@ -192,18 +237,37 @@ DMP_TASK(dmp_map_cmd)
         s_free_argv(argv);
         return -ENOMEM;
     }
-    int out[2];
-    if (!argv || pipe2(out, O_CLOEXEC) != 0) {
+    if (argv && !s_runnable(argv[0])) {
+        char text[DMP__TEXT_MAX];
+        snprintf(text, sizeof text, "cannot run '%s': %s", argv[0],
+                 strerror(ENOENT));
         s_free_argv(argv);
-        return -errno ? -errno : -ENOMEM;
+        *result = dmp_str(text);
+        return -ENOENT;
     }
+    /* dmp --map-exec PPID argv...: the command dies with this worker */
+    char ppid[24];
+    snprintf(ppid, sizeof ppid, "%ld", (long)getpid());
+    char **full = argv ? calloc(s_cmd_n + 5, sizeof *full) : NULL;
+    int out[2];
+    if (!full || pipe2(out, O_CLOEXEC) != 0) {
+        free(full);
+        s_free_argv(argv);
+        return -ENOMEM;
+    }
+    full[0] = "dmp";
+    full[1] = "--map-exec";
+    full[2] = ppid;
+    for (size_t i = 0; argv[i]; i++)
+        full[3 + i] = argv[i];
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
     posix_spawn_file_actions_adddup2(&fa, out[1], 1);
     pid_t pid;
-    int err = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
+    int err = posix_spawn(&pid, "/proc/self/exe", &fa, NULL, full, environ);
     posix_spawn_file_actions_destroy(&fa);
+    free(full);
     close(out[1]);
     if (err) {
         close(out[0]);
@@ -386,16 +450,18 @@ cli_map(int argc, char **argv)
         {"nodes", required_argument, 0, 'n'},
         {"chunksize", required_argument, 0, 'c'},
         {"retries", required_argument, 0, 'r'},
+        {"task-timeout", required_argument, 0, 't'},
         {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     cli_conn_opts_t conn = {0};
     unsigned long processes = 0, chunksize = 1, retries = 3;
     const char *nodes = NULL;
+    double task_timeout = 0;
     bool bad = false, quiet = false;
     int opt;
     /* '+': stop at the first non-option; '--' ends the options too */
-    while ((opt = getopt_long(argc, argv, "+C:k:S:T:p:n:c:r:qh", longopts,
+    while ((opt = getopt_long(argc, argv, "+C:k:S:T:p:n:c:r:t:qh", longopts,
                               NULL)) != -1) {
         if (cli_conn_option(&conn, opt, optarg, &bad))
             continue;
@@ -412,6 +478,14 @@ cli_map(int argc, char **argv)
                 cli_error("invalid --%s '%s'", opt == 'p'   ? "processes"
                                                : opt == 'c' ? "chunksize"
                                                             : "retries",
+                          optarg);
+                bad = true;
+            }
+            break;
+        case 't':
+            if (dmp__parse_seconds(optarg, &task_timeout) != 0 ||
+                task_timeout <= 0) {
+                cli_error("invalid --task-timeout '%s': positive seconds",
                           optarg);
                 bad = true;
             }
@@ -528,6 +602,7 @@ cli_map(int argc, char **argv)
         .initargs = initargs,
         .placement = nodes ? nodes : "spread",
         .retries = retries ? (int)retries : -1,
+        .task_timeout = task_timeout,
     };
     dmp_pool_t *pool = NULL;
     rc = dmp_pool_new(&po, &pool);

@@ -70,7 +70,9 @@ main(int argc, char **argv)
 {
     /* `dmp map` runs its workers from this executable: a child or a fork
      * server started by an agent is served by dmp_init, which never
-     * returns then. */
+     * returns then; and a worker runs commands through --map-exec. */
+    if (argc > 1 && strcmp(argv[1], "--map-exec") == 0)
+        return cli_map_exec(argc, argv);
     if (getenv("DMP_CHILD") || getenv("DMP_ZYGOTE"))
         dmp_init();
     if (getenv("DMP_DEBUG"))

@@ -2,7 +2,8 @@
 # map_test.sh - `dmp map` end to end: a C function in a shared object and
 # a command per item, on the embedded local node and over a 3-node local
 # cluster, compared byte for byte with the expected output; failures,
-# usage errors, and a node killed (SIGKILL) in the middle of a map.
+# usage errors, --task-timeout and ^C (no command left behind), and a
+# node killed (SIGKILL) in the middle of a map.
 #
 #   DMP_BUILD=build bash tests/integration/map_test.sh
 #
@@ -104,7 +105,7 @@ workers() {
         pid=${f#/proc/}
         pid=${pid%/environ}
         [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$DMP" ] || continue
-        tr '\0' '\n' <"$f" 2>/dev/null |
+        { tr '\0' '\n' <"$f"; } 2>/dev/null |
             grep -q '^DMP_PROCESS_NAME=SpawnPoolWorker' && echo "$pid"
     done
 }
@@ -155,6 +156,38 @@ check "a command's exit status is listed" \
     err_has "failed: item 2 '3': 'sh' exited with status 3"
 run 1 "a command that cannot run" "$DMP" map -- /nonexistent/cmd ::: 1
 check "its error is listed" err_has "No such file or directory"
+
+# a command over --task-timeout: killed with its worker, counted as a
+# crash, reported; no command left behind (it dies with its worker)
+live_cmd() { # CMDLINE: pids of live processes running exactly that
+    local f pid
+    for f in /proc/[0-9]*/cmdline; do
+        pid=${f#/proc/}
+        pid=${pid%/cmdline}
+        [ "$({ tr '\0' ' ' <"$f"; } 2>/dev/null)" = "$1 " ] || continue
+        [ "$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null)" = Z ] ||
+            echo "$pid"
+    done
+}
+no_cmd() { [ -z "$(live_cmd "$1")" ]; }
+start=$(now)
+run 1 "--task-timeout 0.3: a command that runs too long" \
+    "$DMP" map -t 0.3 -r 1 -- sleep ::: 0.1 31.4159 0.2
+check "it is reported as over the task timeout" \
+    err_has "failed: item 2 '31.4159': ran over the task timeout 2 times"
+check "within seconds" within "$start" 10
+check "no command outlives its killed worker" \
+    wait_until 5 no_cmd "sleep 31.4159"
+# ^C: the workers are terminated, and their commands with them
+"$DMP" map -q -- sleep ::: 27.1828 27.1828 >/dev/null 2>&1 &
+mapper=$!
+two_sleeping() { [ "$(live_cmd "sleep 27.1828" | wc -l)" -eq 2 ]; }
+check "two commands running" wait_until 10 two_sleeping
+kill -INT "$mapper"
+wait "$mapper"
+rc=$?
+check "^C: dmp map exits 130 (exit $rc)" test "$rc" -eq 130
+check "^C: no command left running" wait_until 5 no_cmd "sleep 27.1828"
 
 # usage errors (exit 2), nothing started
 run 2 "not MODULE:FUNC" "$DMP" map "$MOD" 1
