@@ -13,6 +13,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #ifndef ZMQ_ZAP_ENFORCE_DOMAIN
@@ -24,7 +25,18 @@ dmp__sock_defaults(void *sock)
 {
     int zero = 0;
     int64_t maxsize = DMP__WIRE_MAX;
-    int ivl = 100, ivl_max = 2000;
+    /* Reconnect after 50-150 ms, doubling up to 2 s: the first interval
+     * randomized per socket, so that the clients of a restarted agent do
+     * not all knock at once and then again in step (FAULTS.md: many
+     * clients reconnecting). */
+    static atomic_uint s_sockets;
+    uint32_t h = ((uint32_t)getpid() * 2654435761u) ^
+                 (uint32_t)dmp__now_ms() ^
+                 (atomic_fetch_add(&s_sockets, 1) * 40503u);
+    h ^= h >> 15;
+    h *= 2246822519u;
+    h ^= h >> 13;
+    int ivl = 50 + (int)(h % 101), ivl_max = 2000;
     /* No high-water mark: a ROUTER silently drops what exceeds it, and a
      * child's output or exit must never be lost to a slow reader. Memory
      * is bounded by what peers are sent, not by the socket. */

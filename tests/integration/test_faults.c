@@ -203,12 +203,32 @@ test_descriptor_exhaustion_refuses_new_clients_then_recovers(void **state)
         /* The connected client is served throughout. */
         assert_dmp_ok(dmp_client_ping(first));
     }
+    /* Over tcp too (libzmq's tcp accept is not the ipc one): refused or
+     * served, but the agent lives. */
+    dmp_client_t *tcp[8] = {0};
+    dmp_client_opts_t to = {.address = s_t.agent->address,
+                            .key_file = s_t.sb->client_key,
+                            .server_key = s_t.agent->pub_file,
+                            .connect_timeout = 1.0, .request_timeout = 1.0};
+    int tcp_refused = 0;
+    for (int i = 0; i < 8; i++) {
+        double t0 = dmp_test_now();
+        tcp_refused += dmp_client_connect(&to, &tcp[i], NULL, 0) != 0;
+        assert_true(dmp_test_now() - t0 < 5.0);
+    }
+    print_message("# tcp clients with descriptors exhausted: %d of 8 "
+                  "refused\n", tcp_refused);
+    assert_true(tcp_refused > 0);
+    assert_true(dmp_test_agent_is_running(s_t.agent));
+    assert_dmp_ok(dmp_client_ping(first));
     print_message("# with %d descriptors to spare: %d admitted, %d refused\n",
                   6, admitted, refused);
     assert_true(refused > 0);
     assert_true(admitted <= 6);
     for (int i = 0; i < 40; i++)
         dmp_client_destroy(&more[i]);
+    for (int i = 0; i < 8; i++)
+        dmp_client_destroy(&tcp[i]);
     assert_int_equal(prlimit(agent, RLIMIT_NOFILE, &old, NULL), 0);
     /* Recovery: a new client is served once descriptors are free. */
     dmp_client_t *late = NULL;
