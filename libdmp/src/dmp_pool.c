@@ -109,6 +109,8 @@ typedef struct {
     unsigned workers;         /* running or starting there */
     bool local;               /* the node this program talks to */
     bool dead;                /* lost: no new worker goes there */
+    unsigned init_failures;   /* workers that failed to start, in a row */
+    bool init_broken;         /* too many: no new worker goes there */
 } s_node_t;
 
 typedef struct {
@@ -175,7 +177,6 @@ struct dmp_pool {
     } est[EST_TASKS];
     unsigned est_next;        /* the entry to reuse next */
     dmp__buf_t msg;           /* a message being built */
-    unsigned init_failures;   /* in a row, without a hello */
     int broken_rc, broken_code; /* calls fail at once with these */
     char broken_text[DMP__TEXT_MAX];
     double spawn_failing_since; /* 0: the last start worked */
@@ -578,6 +579,25 @@ s_on_results(dmp_pool_t *pool, const uint8_t *p, const uint8_t *end,
     }
 }
 
+/* A worker on node failed before its first task (its initializer, or a
+ * death). Past `retries` in a row there, no worker goes to that node any
+ * more; when that leaves no node, every call fails with this error (and
+ * later ones at once): no endless respawning, no hang. */
+static void
+s_init_failed(dmp_pool_t *pool, s_node_t *node, int code, const char *text,
+              s_due_t *due)
+{
+    if (++node->init_failures <= (unsigned)pool->retries || node->init_broken)
+        return;
+    node->init_broken = true;
+    dmp__log(DMP_LOG_WARN, "pool: no more workers on node '%s': %s",
+             node->name, text);
+    for (size_t i = 0; i < pool->n_nodes; i++)
+        if (!pool->nodes[i].init_broken)
+            return;
+    s_break(pool, DMP_EREMOTE, code, text, due);
+}
+
 /* One message from the result queue. */
 static void
 s_on_message(dmp_pool_t *pool, const uint8_t *p, size_t len, s_due_t *due)
@@ -588,20 +608,19 @@ s_on_message(dmp_pool_t *pool, const uint8_t *p, size_t len, s_due_t *due)
         s_on_results(pool, p + 9, p + len, due);
     } else if ((p[0] == 'H' || p[0] == 'X') && len >= 9) {
         s_worker_t *w = s_worker_by_id(pool, dmp__le_get(p + 1, 8));
+        if (!w)
+            return; /* its end was handled already */
         if (p[0] == 'H') {
-            pool->init_failures = 0;
-            if (w)
-                w->hello = true;
+            w->hello = true;
+            w->node->init_failures = 0;
             return;
         }
         int code = len >= 13 ? (int)(int32_t)dmp__le_get(p + 9, 4) : -EINVAL;
         char text[DMP__TEXT_MAX];
         snprintf(text, sizeof text, "%.*s", len > 13 ? (int)(len - 13) : 0,
                  (const char *)p + 13);
-        if (w)
-            w->init_failed = true;
-        if (++pool->init_failures > (unsigned)pool->retries)
-            s_break(pool, DMP_EREMOTE, code, text, due);
+        w->init_failed = true;
+        s_init_failed(pool, w->node, code, text, due);
     }
 }
 
@@ -838,12 +857,12 @@ s_dispatch_locked(dmp_pool_t *pool, s_due_t *due)
 static s_node_t *
 s_pick_node(dmp_pool_t *pool, s_node_t *prefer)
 {
-    if (prefer && !prefer->dead)
+    if (prefer && !prefer->dead && !prefer->init_broken)
         return prefer;
     s_node_t *best = NULL;
     for (size_t i = 0; i < pool->n_nodes; i++) {
         s_node_t *n = &pool->nodes[i];
-        if (n->dead)
+        if (n->dead || n->init_broken)
             continue;
         if (!best || (double)(n->workers + 1) / n->cores <
                          (double)(best->workers + 1) / best->cores)
@@ -1104,12 +1123,11 @@ s_worker_lost(dmp_pool_t *pool, int slot, int rc, int code, s_due_t *due)
                    (w->hello || w->timed_out);
     if (rc == DMP_ENODE) {
         w->node->dead = true;
-    } else if (!w->hello && !w->init_failed && code != 0 &&
-               ++pool->init_failures > (unsigned)pool->retries) {
+    } else if (!w->hello && !w->init_failed && code != 0) {
         char text[DMP__TEXT_MAX];
         snprintf(text, sizeof text, "pool workers die before their first "
                  "task (last: %s on node '%s')", how, w->node->name);
-        s_break(pool, DMP_EREMOTE, code, text, due);
+        s_init_failed(pool, w->node, code, text, due);
     }
     size_t held = 0;
     for (s_chunk_t *c = w->head; c; c = c->next)
@@ -1325,7 +1343,8 @@ s_handler(void *arg)
 static void
 s_kick(dmp_pool_t *pool)
 {
-    dmp_queue_put_bytes(pool->results, "K", 1, 0);
+    if (pool->results) /* NULL after dmp_fini */
+        dmp_queue_put_bytes(pool->results, "K", 1, 0);
 }
 
 /* ---- creating a pool ----------------------------------------------------------- */
@@ -1920,5 +1939,8 @@ dmp__pool_atexit(void)
             return;
         dmp_pool_terminate(pool);
         dmp_pool_join(pool, DMP_FOREVER);
+        /* The queues go with dmp_fini: a dmp_pool_destroy after it must
+         * not touch them (the workers' went when they were stopped). */
+        dmp_queue_destroy(&pool->results);
     }
 }

@@ -1024,6 +1024,26 @@ test_worker_killed_mid_imap_yields_every_item_once(void **state)
     dmp_pool_destroy(&pool);
 }
 
+/* dmp_fini terminates and joins a pool still running (its workers do not
+ * outlive the program's dmp); destroying the pool afterwards is safe. */
+static void
+test_fini_stops_a_running_pool(void **state)
+{
+    (void)state;
+    dmp_pool_t *pool = s_pool(2, NULL);
+    dmp_value_t *naps = dmp_list_of(2, dmp_int(20000), dmp_int(20000));
+    dmp_async_t *ar;
+    assert_dmp_ok(dmp_pool_map_async(pool, "nap", naps, 1, NULL, NULL, &ar));
+    double t0 = s_now();
+    dmp_fini();
+    assert_true(s_now() - t0 < 5.0);
+    dmp_value_t *res = NULL;
+    assert_dmp_err(dmp_async_get(ar, &res, 1.0), -ECANCELED);
+    dmp_async_destroy(&ar);
+    dmp_pool_destroy(&pool);
+    dmp_value_destroy(&naps);
+}
+
 static void
 test_no_worker_is_left(void **state)
 {
@@ -1157,6 +1177,7 @@ main(void)
         cmocka_unit_test(test_hung_task_and_stopped_worker_are_timed_out),
         cmocka_unit_test(test_worker_killed_mid_map_loses_nothing),
         cmocka_unit_test(test_worker_killed_mid_imap_yields_every_item_once),
+        cmocka_unit_test(test_fini_stops_a_running_pool), /* dmp_fini: last */
         cmocka_unit_test(test_no_worker_is_left),
     };
     const struct CMUnitTest cluster[] = {
