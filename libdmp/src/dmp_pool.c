@@ -395,8 +395,8 @@ s_work_free(dmp_pool_t *pool, s_work_t *work)
 static void
 s_chunk_done(dmp_pool_t *pool, s_chunk_t *c)
 {
-    if (c->state == C_DONE)
-        return;
+    if (c->state != C_PENDING && c->state != C_OUT)
+        return; /* done already, or never counted (a failed submit) */
     s_chunk_unlink(pool, c);
     s_hash_del(&pool->hash, c->id);
     c->state = C_DONE;

@@ -215,6 +215,17 @@ run 0 ".so mode over the cluster" "$DMP" map -q "$MOD:square"
 same ".so mode over the cluster" "$T/squares"
 run 0 "command mode over the cluster" "$DMP" map -q -- echo {} {}
 same "command mode over the cluster" "$T/echoes"
+# The same from a program that cannot map the node's rings (its own
+# /dev/shm, as on another host): every queue operation of the pool's
+# owner then goes over tcp through node1. Needs root for unshare -m.
+if [ "$(id -u)" -eq 0 ] && unshare -m true 2>/dev/null; then
+    run 0 ".so mode from a program without the node's shared memory" \
+        unshare -m sh -c 'mount -t tmpfs tmpfs /dev/shm && exec "$@"' sh \
+        "$DMP" map -q "$MOD:square"
+    same ".so mode, the owner's queues remote" "$T/squares"
+else
+    echo "# skipped: the owner without shared memory (needs root, unshare -m)"
+fi
 # where the workers ran: every node
 run 0 "the workers' nodes" "$DMP" map -q -c 50 -- sh -c 'echo $DMP_NODE' \
     ::: $(seq 1 600)
