@@ -590,7 +590,7 @@ dmp_lock_is_owned(const dmp_lock_t *lock)
     return s_holds(lock);
 }
 
-/* Takes a remote lock at the owner; lock->mx held, busy set. */
+/* Takes a remote lock at the owner (this thread set lock->busy). */
 static int
 s_remote_acquire(dmp_shared_t *s, double timeout)
 {

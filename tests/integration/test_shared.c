@@ -1191,7 +1191,6 @@ test_objects_of_an_ended_or_killed_creator_are_removed(void **state)
         assert_dmp_ok(dmp_queue_get(r, &h, REPORT_WAIT));
         s_join(&p, k ? -SIGKILL : 0);
         /* its segment's name, without opening it */
-        dmp_shared_t *probe = NULL;
         size_t len = 0;
         const uint8_t *d = dmp__handle_data(h, &len);
         assert_non_null(d);
@@ -1199,7 +1198,6 @@ test_objects_of_an_ended_or_killed_creator_are_removed(void **state)
         size_t nl = d[1], rl = d[2 + nl + 8];
         memcpy(seg, d + 3 + nl + 8, rl);
         seg[rl] = '\0';
-        (void)probe;
         double t0 = s_now();
         /* the owner's sweep: a heartbeat, after a new object's grace */
         bool gone = dmp_test_wait_until(s_shm_gone, seg, 15.0);
