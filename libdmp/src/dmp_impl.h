@@ -507,6 +507,12 @@ int dmp__job_take(dmp__job_t *job, dmp_value_t **result_p, int *code,
 dmp_value_t *dmp__handle_value(const void *data, size_t len);
 /* The payload of a handle value; NULL if v is not a handle. Borrowed. */
 const void *dmp__handle_data(const dmp_value_t *v, size_t *len_p);
+/* Calls fn with the payload of every handle in v, lists and dicts
+ * included (64 deep at most), as a child's args carry them. */
+void dmp__handles_each(const dmp_value_t *v,
+                       void (*fn)(const uint8_t *data, size_t len,
+                                  void *arg),
+                       void *arg);
 
 /* ---- Objects owned by a node: queues, pipes (dmp_object.c) ---------- */
 /* The node to address requests about owner's objects to: NULL when it is
@@ -655,6 +661,20 @@ void dmp__fifo_notify(const char *path);
 /* True while pid runs and is not a zombie, and (when both are known) it
  * is the process that started at `start` (dmp__proc_starttime). */
 bool dmp__proc_alive(pid_t pid, uint64_t start);
+/* For spinning waiters (ring and segment locks): more than one CPU online
+ * (else spinning only delays the holder), and one pause of a spin loop. */
+bool dmp__multi_cpu(void);
+static inline void
+dmp__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#else
+    __asm__ __volatile__("" ::: "memory");
+#endif
+}
 
 /* ---- Value and Array segments (dmp_segment.c) ------------------------- */
 /*

@@ -417,30 +417,21 @@ dmp__pipe_atexit(void)
     }
 }
 
-/* Walks a value tree for pipe handles (arguments nest in lists, dicts). */
+/* The child a spawn started: where it runs, its pid. */
+typedef struct {
+    const char *node;
+    pid_t pid;
+} s_child_t;
+
+/* One handle of the child's args: a pipe end's ring on its host is held
+ * in its name. */
 static void
-s_hold_walk(const dmp_value_t *v, const char *node, pid_t pid, int depth)
+s_hold_one(const uint8_t *data, size_t len, void *arg)
 {
-    if (!v || depth > 64)
-        return;
-    switch (dmp_value_type(v)) {
-    case DMP_VALUE_LIST:
-        for (size_t i = 0; i < dmp_value_len(v); i++)
-            s_hold_walk(dmp_list_get(v, (int64_t)i), node, pid, depth + 1);
-        return;
-    case DMP_VALUE_MAP:
-        for (size_t i = 0; i < dmp_value_len(v); i++)
-            s_hold_walk(dmp_map_item_at(v, i), node, pid, depth + 1);
-        return;
-    case DMP_VALUE_HANDLE:
-        break;
-    default:
-        return;
-    }
-    size_t len;
-    const uint8_t *data = dmp__handle_data(v, &len);
+    const char *node = ((const s_child_t *)arg)->node;
+    pid_t pid = ((const s_child_t *)arg)->pid;
     dmp_conn_t c = {0};
-    if (!data || s_decode_handle(data, len, &c) != 0 ||
+    if (s_decode_handle(data, len, &c) != 0 ||
         strcmp(c.node, node) != 0 ||
         !(dmp__obj_is_local(c.node) || dmp__obj_may_map(c.node)))
         return; /* not a pipe, or not on the child's host: nothing to do */
@@ -456,5 +447,6 @@ void
 dmp__pipe_hold_for_child(const dmp_value_t *args, const char *node,
                          pid_t pid)
 {
-    s_hold_walk(args, node, pid, 0);
+    s_child_t child = {node, pid};
+    dmp__handles_each(args, s_hold_one, &child);
 }

@@ -192,20 +192,8 @@ s_pad8(uint64_t n)
     return (n + 7) & ~(uint64_t)7;
 }
 
-static inline void
-s_cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#else
-    __asm__ __volatile__("" ::: "memory");
-#endif
-}
-
-static bool
-s_multi_cpu(void)
+bool
+dmp__multi_cpu(void)
 {
     static int ncpu; /* 0: unknown yet; benign race, same answer */
     int n = __atomic_load_n(&ncpu, __ATOMIC_RELAXED);
@@ -305,9 +293,9 @@ s_lock(dmp__ring_t *r, const s_deadline_t *d)
     for (int i = 0; i < S_SPIN_LOCK && rc == EBUSY; i++) {
         rc = pthread_mutex_trylock(m);
         if (rc == EBUSY) {
-            if (!s_multi_cpu())
+            if (!dmp__multi_cpu())
                 break;
-            s_cpu_relax();
+            dmp__cpu_relax();
         }
     }
     if (rc == EBUSY) {
@@ -384,13 +372,13 @@ s_wait(dmp__ring_t *r, int q, const s_deadline_t *d, bool *spun)
     s_hdr_t *h = r->hdr;
     uint32_t *word = &h->word[q];
     uint32_t seen = __atomic_load_n(word, __ATOMIC_RELAXED);
-    if (!*spun && s_multi_cpu()) {
+    if (!*spun && dmp__multi_cpu()) {
         *spun = true;
         s_unlock(r);
         for (int i = 0; i < S_SPIN_WAIT; i++) {
             if (__atomic_load_n(word, __ATOMIC_ACQUIRE) != seen)
                 break;
-            s_cpu_relax();
+            dmp__cpu_relax();
         }
         return s_lock(r, d);
     }

@@ -539,31 +539,6 @@ s_now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000ll + ts.tv_nsec;
 }
 
-static inline void
-s_pause(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#else
-    __asm__ __volatile__("" ::: "memory");
-#endif
-}
-
-static bool
-s_multi_cpu(void)
-{
-    static int ncpu; /* 0: unknown yet; benign race, same answer */
-    int n = __atomic_load_n(&ncpu, __ATOMIC_RELAXED);
-    if (n == 0) {
-        long v = sysconf(_SC_NPROCESSORS_ONLN);
-        n = v > 1 ? 2 : 1;
-        __atomic_store_n(&ncpu, n, __ATOMIC_RELAXED);
-    }
-    return n > 1;
-}
-
 /* This process as a holder: pid, and (in the tag) its start time. Reset in
  * a forked child, which is another process. */
 static uint64_t s_ident;
@@ -714,12 +689,12 @@ dmp__seg_lock(dmp__seg_t *s, double timeout, bool tell, bool defer)
             goto got;
         return -EBUSY;
     }
-    if (s_multi_cpu())
+    if (dmp__multi_cpu())
         for (int i = 0; i < S_SPIN; i++) {
             uint64_t w = __atomic_load_n(&h->lockw, __ATOMIC_RELAXED);
             if (S_OWNER(w) == 0 && s_try(h, me, false, &dead))
                 goto got;
-            s_pause();
+            dmp__cpu_relax();
         }
     int64_t check_at = 0; /* look at the holder at once, then every 50 ms */
     for (;;) {

@@ -1175,15 +1175,21 @@ dmp__shared_atexit(void)
 
 /* ---- handles passed to children ------------------------------------------ */
 
+/* The child a spawn started: where it runs, its pid. */
+typedef struct {
+    const char *node;
+    pid_t pid;
+} s_child_t;
+
+/* One handle of the child's args: a Value or Array is held in its name. */
 static void
-s_hold_for(const dmp_value_t *v, const char *node, pid_t pid)
+s_hold_for(const uint8_t *data, size_t len, void *arg)
 {
-    size_t len;
-    const uint8_t *data = dmp__handle_data(v, &len);
+    const char *node = ((const s_child_t *)arg)->node;
+    pid_t pid = ((const s_child_t *)arg)->pid;
     dmp_shared_t probe;
     memset(&probe, 0, sizeof probe);
-    if (!data || len < 1 || data[0] != 'S' ||
-        s_decode_handle(data, len, &probe) != 0)
+    if (len < 1 || data[0] != 'S' || s_decode_handle(data, len, &probe) != 0)
         return;
     pthread_mutex_lock(&s_lock);
     dmp__seg_t *seg = NULL;
@@ -1205,33 +1211,12 @@ s_hold_for(const dmp_value_t *v, const char *node, pid_t pid)
     s_request(&probe, &req, 5.0, NULL);
 }
 
-static void
-s_hold_walk(const dmp_value_t *v, const char *node, pid_t pid, int depth)
-{
-    if (!v || depth > 64)
-        return;
-    switch (dmp_value_type(v)) {
-    case DMP_VALUE_LIST:
-        for (size_t i = 0; i < dmp_value_len(v); i++)
-            s_hold_walk(dmp_list_get(v, (int64_t)i), node, pid, depth + 1);
-        return;
-    case DMP_VALUE_MAP:
-        for (size_t i = 0; i < dmp_value_len(v); i++)
-            s_hold_walk(dmp_map_item_at(v, i), node, pid, depth + 1);
-        return;
-    case DMP_VALUE_HANDLE:
-        s_hold_for(v, node, pid);
-        return;
-    default:
-        return;
-    }
-}
-
 void
 dmp__shared_hold_for_child(const dmp_value_t *args, const char *node,
                            pid_t pid)
 {
     if (!node || !dmp__name_valid(node) || pid <= 0)
         return;
-    s_hold_walk(args, node, pid, 0);
+    s_child_t child = {node, pid};
+    dmp__handles_each(args, s_hold_for, &child);
 }

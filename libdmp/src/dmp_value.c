@@ -1509,3 +1509,35 @@ dmp__handle_data(const dmp_value_t *v, size_t *len_p)
     *len_p = v->u.buf.len;
     return v->u.buf.data;
 }
+
+static void
+s_handles_walk(const dmp_value_t *v,
+               void (*fn)(const uint8_t *data, size_t len, void *arg),
+               void *arg, int depth)
+{
+    if (!v || depth > 64)
+        return;
+    switch (v->type) {
+    case DMP_VALUE_LIST:
+        for (size_t i = 0; i < dmp_value_len(v); i++)
+            s_handles_walk(dmp_list_get(v, (int64_t)i), fn, arg, depth + 1);
+        return;
+    case DMP_VALUE_MAP:
+        for (size_t i = 0; i < dmp_value_len(v); i++)
+            s_handles_walk(dmp_map_item_at(v, i), fn, arg, depth + 1);
+        return;
+    case DMP_VALUE_HANDLE:
+        fn((const uint8_t *)v->u.buf.data, v->u.buf.len, arg);
+        return;
+    default:
+        return;
+    }
+}
+
+void
+dmp__handles_each(const dmp_value_t *v,
+                  void (*fn)(const uint8_t *data, size_t len, void *arg),
+                  void *arg)
+{
+    s_handles_walk(v, fn, arg, 0);
+}
