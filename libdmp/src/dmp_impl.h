@@ -54,6 +54,11 @@ bool dmp__log_enabled(dmp_log_level_t level);
 
 /* ---- Small utilities ------------------------------------------------- */
 double dmp__now(void);      /* monotonic seconds */
+/* A condition variable whose timed waits use the monotonic clock, and the
+ * deadline for such a wait `seconds` from now: a wall-clock jump moves
+ * neither timeouts nor leases. */
+void dmp__cond_init_monotonic(pthread_cond_t *cv);
+struct timespec dmp__deadline_in(double seconds);
 uint64_t dmp__now_ms(void); /* monotonic milliseconds */
 /* Copies with truncation, always NUL-terminates; returns strlen(src). */
 size_t dmp__strlcpy(char *dst, const char *src, size_t size);

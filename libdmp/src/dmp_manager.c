@@ -289,9 +289,7 @@ s_keepalive_main(void *arg)
     dmp_manager_t *m = arg;
     pthread_mutex_lock(&m->ka_mx);
     while (!m->keepalive_stop) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += (time_t)S_KEEPALIVE;
+        struct timespec ts = dmp__deadline_in(S_KEEPALIVE);
         pthread_cond_timedwait(&m->ka_cv, &m->ka_mx, &ts);
         if (m->keepalive_stop)
             break;
@@ -392,7 +390,7 @@ s_connect(const dmp_value_t *addr, bool share, dmp_manager_t **m_p)
         return -ENOMEM;
     pthread_mutex_init(&m->call, NULL);
     pthread_mutex_init(&m->ka_mx, NULL);
-    pthread_cond_init(&m->ka_cv, NULL);
+    dmp__cond_init_monotonic(&m->ka_cv);
     m->refs = 1;
     if ((rc = s_addr_read(m, addr)) != 0) {
         s_conn_free(m);

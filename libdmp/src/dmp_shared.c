@@ -165,7 +165,7 @@ s_alloc(void)
     s->refs = 1;
     s->lock.s = s;
     pthread_mutex_init(&s->lock.mx, NULL);
-    pthread_cond_init(&s->lock.cv, NULL);
+    dmp__cond_init_monotonic(&s->lock.cv);
     pthread_mutex_init(&s->amx, NULL);
     pthread_cond_init(&s->acv, NULL);
     return s;
@@ -658,11 +658,7 @@ dmp_lock_acquire(dmp_lock_t *lock, double timeout)
             pthread_mutex_unlock(&lock->mx);
             return -ETIMEDOUT;
         }
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        double at = (double)ts.tv_sec + ts.tv_nsec / 1e9 + left;
-        ts.tv_sec = (time_t)at;
-        ts.tv_nsec = (long)((at - (double)ts.tv_sec) * 1e9);
+        struct timespec ts = dmp__deadline_in(left);
         pthread_cond_timedwait(&lock->cv, &lock->mx, &ts);
     }
     lock->busy = true;
