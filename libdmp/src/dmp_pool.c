@@ -33,7 +33,11 @@
  * one per message, marked suspect; a suspect of several items is cut in
  * halves each time it is blamed, so a culprit is isolated in log2(n)
  * deaths, and a single item blamed more than `retries` times fails with
- * DMP_EWORKER. A lost node blames nothing.
+ * DMP_EWORKER. A lost node blames nothing. With a task_timeout, a worker
+ * whose chunk runs longer is killed here and blamed the same way. Workers
+ * that die before their first task (a failing initializer) are counted
+ * per node: such a node gets no more workers, and with no node left every
+ * call fails, instead of respawning for ever.
  *
  * Threads: calls from the program build their chunks, then assign what
  * workers can take at once, under the pool's lock. The pool's thread
