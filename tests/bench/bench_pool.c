@@ -22,8 +22,8 @@
 
 #define RUNS 3
 #define N_MAP 1000000       /* trivial map, default chunksize */
-#define N_CS1 100000        /* trivial map, chunksize 1 */
-#define N_APPLY 50000       /* apply_async */
+#define N_CS1 50000         /* trivial map, chunksize 1 */
+#define N_APPLY 20000       /* apply_async */
 #define CPU_ITEMS 48        /* CPU-bound items ... */
 #define CPU_LOOPS 6000000   /* ... of about 20 ms each here */
 

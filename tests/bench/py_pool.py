@@ -18,8 +18,8 @@ import time
 
 RUNS = 3
 N_MAP = 1_000_000
-N_CS1 = 100_000
-N_APPLY = 50_000
+N_CS1 = 50_000
+N_APPLY = 20_000
 
 
 def nop(x):
