@@ -79,7 +79,9 @@ s_vec_erase(s_vec_t *v, size_t lo, size_t hi)
 {
     for (size_t i = lo; i < hi; i++)
         dmp_value_destroy(&v->items[i]);
-    memmove(v->items + lo, v->items + hi, (v->n - hi) * sizeof *v->items);
+    if (hi < v->n) /* items is NULL in an empty vector */
+        memmove(v->items + lo, v->items + hi,
+                (v->n - hi) * sizeof *v->items);
     v->n -= hi - lo;
 }
 
