@@ -1067,18 +1067,18 @@ dmp__manager_atexit(void)
      * before the library's connection goes away. */
     for (;;) {
         pthread_mutex_lock(&s_lock);
-        dmp_manager_t *todo = NULL;
-        for (dmp_manager_t *m = s_conns; m && !todo; m = m->next)
+        dmp_manager_t *pending = NULL;
+        for (dmp_manager_t *m = s_conns; m && !pending; m = m->next)
             if ((m->server && !m->gone) || m->keepalive_running)
-                todo = m;
+                pending = m;
         pthread_mutex_unlock(&s_lock);
-        if (!todo)
+        if (!pending)
             break;
-        s_keepalive_stop(todo);
-        if (todo->server && !todo->gone)
-            dmp_manager_shutdown(todo);
-        else if (!todo->gone)
-            s_call(todo, DMP__MOP_BYE, 0, 0, NULL, 0, NULL);
-        todo->gone = true;
+        s_keepalive_stop(pending);
+        if (pending->server && !pending->gone)
+            dmp_manager_shutdown(pending);
+        else if (!pending->gone)
+            s_call(pending, DMP__MOP_BYE, 0, 0, NULL, 0, NULL);
+        pending->gone = true;
     }
 }

@@ -1046,28 +1046,28 @@ s_split(dmp_pool_t *pool, s_chunk_t *c)
     work->pieces = ps;
     /* where each item starts, and whether it still needs running */
     size_t *at = dmp__calloc(c->n + 1, sizeof *at);
-    bool *todo = dmp__calloc(c->n, sizeof *todo);
-    if (!at || !todo) {
+    bool *unfinished = dmp__calloc(c->n, sizeof *unfinished);
+    if (!at || !unfinished) {
         dmp__free(at);
-        dmp__free(todo);
+        dmp__free(unfinished);
         return;
     }
     at[0] = c->off;
     dmp__job_lock(work->job);
     for (size_t k = 0; k < c->n; k++) {
         at[k + 1] = at[k] + 4 + dmp__le_get(work->payload + at[k], 4);
-        todo[k] = !dmp__job_is_set_locked(work->job, c->first + k);
+        unfinished[k] = !dmp__job_is_set_locked(work->job, c->first + k);
     }
     dmp__job_unlock(work->job);
     s_chunk_t *first = NULL, *last = NULL;
     bool ok = true;
     for (size_t k = 0; k < c->n && ok;) {
-        if (!todo[k]) {
+        if (!unfinished[k]) {
             k++;
             continue;
         }
         size_t end = k;
-        while (end < c->n && todo[end])
+        while (end < c->n && unfinished[end])
             end++;
         size_t half = k + (end - k + 1) / 2;
         size_t cuts[3] = {k, half, end};
@@ -1098,7 +1098,7 @@ s_split(dmp_pool_t *pool, s_chunk_t *c)
         k = end;
     }
     dmp__free(at);
-    dmp__free(todo);
+    dmp__free(unfinished);
     if (!ok) { /* out of memory midway: c runs again whole */
         for (size_t i = 0; i < ps->n; i++)
             s_hash_del(&pool->hash, ps->c[i].id);
