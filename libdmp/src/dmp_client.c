@@ -552,11 +552,7 @@ dmp_client_connect(const dmp_client_opts_t *opts, dmp_client_t **client_p,
     c->wake_fd = -1;
     c->outbox_tail = &c->outbox;
     pthread_mutex_init(&c->lock, NULL);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&c->cond, &attr);
-    pthread_condattr_destroy(&attr);
+    dmp__cond_init_monotonic(&c->cond);
     c->request_timeout =
         opts->request_timeout > 0 ? opts->request_timeout : 10.0;
     c->local = !tcp;

@@ -1458,11 +1458,7 @@ dmp_pool_new(const dmp_pool_opts_t *opts, dmp_pool_t **pool_p)
     if (!pool)
         return -ENOMEM;
     pthread_mutex_init(&pool->lock, NULL);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&pool->cond, &attr);
-    pthread_condattr_destroy(&attr);
+    dmp__cond_init_monotonic(&pool->cond);
     pool->maxtasks = opts->maxtasksperchild;
     pool->retries = opts->retries < 0    ? 0
                     : opts->retries == 0 ? RETRIES_DEFAULT

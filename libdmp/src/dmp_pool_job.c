@@ -113,11 +113,7 @@ dmp__job_new(dmp__job_kind_t kind, size_t n, dmp_async_fn cb, void *arg,
         return -ENOMEM;
     }
     pthread_mutex_init(&job->lock, NULL);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&job->cond, &attr);
-    pthread_condattr_destroy(&attr);
+    dmp__cond_init_monotonic(&job->cond);
     job->refs = 1;
     job->kind = kind;
     job->n = n;

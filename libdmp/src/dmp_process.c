@@ -74,11 +74,7 @@ s_cond_init_locked(void)
 {
     if (s_procs.cond_ready)
         return;
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&s_procs.cond, &attr);
-    pthread_condattr_destroy(&attr);
+    dmp__cond_init_monotonic(&s_procs.cond);
     s_procs.cond_ready = true;
 }
 
