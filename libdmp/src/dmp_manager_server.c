@@ -684,8 +684,9 @@ s_expire(double now)
         }
         S.err[0] = '\0';
         s_reply(c, p->seq, rc, NULL);
+        bool barrier = p->op == DMP__MOP_B_WAIT; /* p is freed below */
         s_unpark(p);
-        if (o && p->op == DMP__MOP_B_WAIT)
+        if (o && barrier)
             s_wake(o);
         next = S.parks;
     }
