@@ -325,6 +325,8 @@ typedef struct {
             uint8_t *data;      /* owned on decode; borrowed on encode */
             size_t len;
             double timeout;
+            uint32_t holder_pid;   /* hold/close writer: for this process */
+            char owner[DMP__NAME_MAX]; /* hold for holder_pid at owner */
         } ring_op;
         struct {
             uint8_t *data;      /* owned on decode; borrowed on encode */
@@ -541,6 +543,11 @@ int dmp__obj_ring_op(const char *owner, uint64_t id, uint32_t ring,
                      double timeout, uint8_t **out_p, size_t *out_len,
                      int64_t *count);
 /* Removes the object at its owner (best effort: it may be gone). */
+/* Holds ring `ring` of object id (owned by `owner`) as a writer in the
+ * name of process pid of node `node` (a child that got a pipe end in its
+ * arguments), until it takes the hold over or dies; `node` watches it. */
+int dmp__obj_hold_writer_for(const char *node, const char *owner,
+                             uint64_t id, uint32_t ring, pid_t pid);
 void dmp__obj_release(const char *owner, uint64_t id);
 /* Handle header: type letter, owner, id. put returns bytes written, get
  * bytes read; negative on error. Ring names follow as length + name. */

@@ -14,6 +14,7 @@
 
 #include <math.h>
 #include <string.h>
+#include <unistd.h>
 
 const char *
 dmp__obj_route(const char *owner)
@@ -75,6 +76,9 @@ dmp__obj_ring_op(const char *owner, uint64_t id, uint32_t ring, uint32_t op,
     req.u.ring_op.op = op;
     req.u.ring_op.data = (uint8_t *)data;
     req.u.ring_op.len = len;
+    /* A pipe end's hold is ours: our node tells the owner if we die. */
+    if (op == DMP__RING_HOLD_WRITER || op == DMP__RING_CLOSE_WRITER)
+        req.u.ring_op.holder_pid = (uint32_t)getpid();
     bool forever = isinf(timeout) || timeout > 86400.0 * 24;
     double deadline = dmp__now() + (timeout > 0 ? timeout : 0);
     int rc;
@@ -101,6 +105,26 @@ dmp__obj_ring_op(const char *owner, uint64_t id, uint32_t ring, uint32_t op,
     }
     dmp__msg_clear(&rep);
     return 0;
+}
+
+int
+dmp__obj_hold_writer_for(const char *node, const char *owner, uint64_t id,
+                         uint32_t ring, pid_t pid)
+{
+    dmp_client_t *c = dmp_default_client();
+    if (!c)
+        return -EBADF;
+    dmp__msg_t req = {.kind = DMP__MSG_RING_OP}, rep;
+    req.u.ring_op.obj = id;
+    req.u.ring_op.ring = ring;
+    req.u.ring_op.op = DMP__RING_HOLD_WRITER;
+    req.u.ring_op.holder_pid = (uint32_t)pid;
+    dmp__strlcpy(req.u.ring_op.owner, owner, DMP__NAME_MAX);
+    int rc = dmp__client_request(c, dmp__obj_route(node), &req, &rep,
+                                 DMP__MSG_RING_REPLY, 30.0);
+    if (rc == 0)
+        dmp__msg_clear(&rep);
+    return rc;
 }
 
 void

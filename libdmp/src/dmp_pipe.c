@@ -423,24 +423,34 @@ typedef struct {
     pid_t pid;
 } s_child_t;
 
-/* One handle of the child's args: a pipe end's ring on its host is held
- * in its name. */
+/* One handle of the child's args: a pipe end's sending ring is held in
+ * the child's name, by us on its host when we map the ring there, else
+ * by the child's node (which tells the owner if the child dies). */
 static void
 s_hold_one(const uint8_t *data, size_t len, void *arg)
 {
-    const char *node = ((const s_child_t *)arg)->node;
-    pid_t pid = ((const s_child_t *)arg)->pid;
+    const s_child_t *child = arg;
     dmp_conn_t c = {0};
-    if (s_decode_handle(data, len, &c) != 0 ||
-        strcmp(c.node, node) != 0 ||
-        !(dmp__obj_is_local(c.node) || dmp__obj_may_map(c.node)))
-        return; /* not a pipe, or not on the child's host: nothing to do */
+    if (s_decode_handle(data, len, &c) != 0)
+        return; /* not a pipe end */
     int send = s_send_ring(&c);
-    dmp__ring_t *ring = NULL;
-    if (send >= 0 && dmp__ring_open(c.names[send], &ring) == 0) {
-        dmp__ring_hold_writer_for(ring, pid);
-        dmp__ring_close(&ring);
+    if (send < 0)
+        return; /* the receive-only end holds nothing */
+    if (strcmp(c.node, child->node) == 0 &&
+        (dmp__obj_is_local(c.node) || dmp__obj_may_map(c.node))) {
+        dmp__ring_t *ring = NULL;
+        if (dmp__ring_open(c.names[send], &ring) == 0) {
+            dmp__ring_hold_writer_for(ring, child->pid);
+            dmp__ring_close(&ring);
+        }
+        return;
     }
+    int rc = dmp__obj_hold_writer_for(child->node, c.node, c.id,
+                                      (uint32_t)send, child->pid);
+    if (rc)
+        dmp__log(DMP_LOG_DEBUG, "no hold for child %d on node '%s' of a "
+                 "pipe of node '%s': %s", (int)child->pid, child->node,
+                 c.node, dmp_strerror(rc));
 }
 
 void

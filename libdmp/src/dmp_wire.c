@@ -276,6 +276,8 @@ dmp__wire_encode(const dmp__msg_t *msg, uint8_t **buf_p, size_t *len_p)
         rop.data.data = msg->u.ring_op.data;
         rop.data.len = msg->u.ring_op.len;
         rop.timeout = msg->u.ring_op.timeout;
+        rop.holder_pid = msg->u.ring_op.holder_pid;
+        rop.owner = (char *)msg->u.ring_op.owner;
         env.body_case = DMPWIRE__ENVELOPE__BODY_RING_OP;
         env.ring_op = &rop;
         break;
@@ -637,12 +639,19 @@ s_from_envelope(const Dmpwire__Envelope *env, dmp__msg_t *msg)
         const Dmpwire__RingOp *o = env->ring_op;
         msg->kind = DMP__MSG_RING_OP;
         if (o->ring >= DMP__OBJ_RINGS_MAX || o->op < DMP__RING_PUT ||
-            o->op > DMP__RING_OP_LAST || isnan(o->timeout))
+            o->op > DMP__RING_OP_LAST || isnan(o->timeout) ||
+            o->holder_pid > INT32_MAX)
             return DMP_EPROTO;
         msg->u.ring_op.obj = o->obj;
         msg->u.ring_op.ring = o->ring;
         msg->u.ring_op.op = o->op;
         msg->u.ring_op.timeout = o->timeout;
+        msg->u.ring_op.holder_pid = o->holder_pid;
+        /* A hold for another process names it. */
+        if (!s_copy_name(msg->u.ring_op.owner, o->owner, true) ||
+            (msg->u.ring_op.owner[0] &&
+             (o->op != DMP__RING_HOLD_WRITER || o->holder_pid == 0)))
+            return DMP_EPROTO;
         return s_copy_bytes(&msg->u.ring_op.data, &msg->u.ring_op.len,
                             &o->data, DMP__WIRE_MAX);
     }

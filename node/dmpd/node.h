@@ -253,9 +253,12 @@ void node_objects_new(node_t *node, const dmp__msg_t *req, dmp__msg_t *rep);
 void node_objects_release(node_t *node, const dmp__msg_t *req,
                           dmp__msg_t *rep);
 /* Does a ring operation now, or parks it until it can be done or its
- * timeout passes; replies through `from` either way. */
+ * timeout passes; replies through `from` either way. `sender`: the ZAP
+ * identity of who sent it ("" over ipc): holds are counted by it. */
 void node_objects_ring_op(node_t *node, const dmp__msg_t *req,
-                          const node_sub_t *from);
+                          const node_sub_t *from, const char *sender);
+/* A peer died or restarted: holds its processes had here are closed. */
+void node_objects_peer_lost(node_t *node, const char *peer);
 /* The wake-up FIFO rings write to while operations are parked here. */
 int node_objects_wake_fd(node_t *node);
 /* Retries parked operations (after a wake-up or when one times out). */
@@ -295,7 +298,7 @@ void node_route_flush(node_t *node, node_peer_t *peer);
 void node_route_on_peer_msg(node_t *node, node_peer_t *peer,
                             dmp__msg_t *msg);
 /* The peer died: pending forwards get DMP_ENODE, its processes' owners a
- * ProcExit with error DMP_ENODE. */
+ * ProcExit with error DMP_ENODE, the pipe ends it held here close. */
 void node_route_peer_lost(node_t *node, node_peer_t *peer);
 /* Expires forwards that never got a reply. */
 void node_route_tick(node_t *node);
@@ -303,6 +306,22 @@ void node_route_close(node_t *node);
 /* Sends msg to a subscriber without blocking. */
 int node_send_to(const node_sub_t *sub, const dmp__msg_t *msg);
 node_peer_t *node_peers_find(node_t *node, const char *name);
+
+/* ---- pipe ends our processes hold elsewhere (node_holds.c) ----------- */
+/* Watched processes at most through pidfds (the rest: at each tick). */
+#define NODE_HOLD_FDS_MAX 1024
+/* A RingOp passing through: counts a local process's holds and closes of
+ * rings elsewhere, and does a hold for a child (RingOp.owner). True when
+ * it answered the request itself. `local`: from the ipc socket. */
+bool node_holds_request(node_t *node, dmp__msg_t *req, bool local,
+                        const node_sub_t *from);
+size_t node_holds_poll_items(node_t *node, void *items, size_t max);
+/* A watched process ended: its owners get the closes it owed. */
+void node_holds_on_fd(node_t *node, int fd);
+void node_holds_tick(node_t *node);
+/* The owner died or restarted: what was held there is gone. */
+void node_holds_peer_lost(node_t *node, const char *peer);
+void node_holds_close(node_t *node);
 
 /* ---- managers by name (node_manager.c) ------------------------------- */
 /* Registers, forgets or looks up a manager's address (MgrName); `local`:
@@ -340,6 +359,7 @@ struct node {
     uint64_t next_obj;
     struct node_shobj *shobjs;  /* Values and Arrays we own */
     struct node_shpark *shparked; /* their operations waiting for a lock */
+    struct node_hold *holds;    /* pipe ends our processes hold elsewhere */
     int wake_fd;                /* read end of RUNTIME_DIR/wake.fifo */
     int wake_wfd;               /* a write end we hold so it never EOFs */
     char wake_path[PATH_MAX];

@@ -27,8 +27,23 @@
 #define PARKED_MAX 65536
 #define REOFFER_S 0.02
 
+/* A process elsewhere holding a pipe's sending end: we hold the ring in
+ * our name once per hold it made. `from` is who sent the holds: a peer
+ * node (which closes what its dead processes owed; a dead node's holds we
+ * close ourselves) or the key of a client connected to us. */
+struct node_rwriter {
+    struct node_rwriter *next;
+    char from[DMP__NAME_MAX];
+    uint32_t pid;
+    uint32_t ring;
+    uint32_t holds;
+};
+
+#define RWRITERS_MAX 65536 /* per object: bounded whatever peers claim */
+
 struct node_obj {
     struct node_obj *next;
+    struct node_rwriter *rwriters;
     uint64_t id;
     uint32_t type;
     size_t n_rings;
@@ -133,6 +148,11 @@ node_objects_wake_fd(node_t *node)
 static void
 s_destroy(struct node_obj *o)
 {
+    while (o->rwriters) {
+        struct node_rwriter *w = o->rwriters;
+        o->rwriters = w->next;
+        dmp__free(w);
+    }
     for (size_t i = 0; i < o->n_rings; i++) {
         if (o->rings[i])
             dmp__ring_shutdown(o->rings[i]);
@@ -301,14 +321,7 @@ s_try(const node_sub_t *from, uint64_t req_id, struct node_obj *o,
         if (rc == -ETIMEDOUT && may_wait)
             return 1;
         break;
-    case DMP__RING_CLOSE_WRITER:
-        rc = dmp__ring_close_writer(r);
-        break;
-    case DMP__RING_HOLD_WRITER:
-        /* Held in our name for a process elsewhere, until it closes. */
-        rc = dmp__ring_hold_writer(r);
-        break;
-    default:
+    default: /* hold and close writer: node_objects_ring_op */
         rc = -EINVAL;
     }
     s_reply(from, req_id, rc, item, item_len, count);
@@ -316,14 +329,103 @@ s_try(const node_sub_t *from, uint64_t req_id, struct node_obj *o,
     return 0;
 }
 
+static struct node_rwriter *
+s_rwriter(struct node_obj *o, const char *from, uint32_t pid, uint32_t ring,
+          bool create)
+{
+    unsigned n = 0;
+    for (struct node_rwriter *w = o->rwriters; w; w = w->next, n++)
+        if (w->pid == pid && w->ring == ring && strcmp(w->from, from) == 0)
+            return w;
+    if (!create || n >= RWRITERS_MAX)
+        return NULL;
+    struct node_rwriter *w = dmp__calloc(1, sizeof *w);
+    if (w) {
+        dmp__strlcpy(w->from, from, sizeof w->from);
+        w->pid = pid;
+        w->ring = ring;
+        w->next = o->rwriters;
+        o->rwriters = w;
+    }
+    return w;
+}
+
+/* Closes the holds w made and forgets it. */
+static void
+s_rwriter_drop(struct node_obj *o, struct node_rwriter *w)
+{
+    for (struct node_rwriter **wp = &o->rwriters; *wp; wp = &(*wp)->next)
+        if (*wp == w) {
+            *wp = w->next;
+            break;
+        }
+    while (w->holds-- > 0)
+        dmp__ring_close_writer(o->rings[w->ring]);
+    dmp__free(w);
+}
+
+/* A hold or close of a sending end by a process elsewhere, or a hold for
+ * a child of this host from its start (RingOp.owner: us). */
+static int
+s_writer_op(struct node_obj *o, uint32_t ring, const dmp__msg_t *req,
+            const char *sender)
+{
+    dmp__ring_t *r = o->rings[ring];
+    uint32_t pid = req->u.ring_op.holder_pid;
+    if (req->u.ring_op.owner[0])
+        return dmp__ring_hold_writer_for(r, (pid_t)pid);
+    bool hold = req->u.ring_op.op == DMP__RING_HOLD_WRITER;
+    struct node_rwriter *w = s_rwriter(o, sender, pid, ring, hold);
+    if (!hold) {
+        /* Nothing held: closed for it already (its node was lost). */
+        if (w && w->holds > 0) {
+            w->holds--;
+            dmp__ring_close_writer(r);
+        }
+        if (w && w->holds == 0)
+            s_rwriter_drop(o, w);
+        return 0;
+    }
+    if (!w)
+        return -ENOMEM;
+    int rc = dmp__ring_hold_writer(r);
+    if (rc == 0)
+        w->holds++;
+    else if (w->holds == 0)
+        s_rwriter_drop(o, w);
+    return rc;
+}
+
+void
+node_objects_peer_lost(node_t *node, const char *peer)
+{
+    for (struct node_obj *o = node->objs; o; o = o->next) {
+        struct node_rwriter *next;
+        for (struct node_rwriter *w = o->rwriters; w; w = next) {
+            next = w->next;
+            if (strcmp(w->from, peer) == 0) {
+                debug_f("pipe %llu: closing %u end(s) held by process %u of "
+                        "lost node '%s'", (unsigned long long)o->id,
+                        w->holds, w->pid, peer);
+                s_rwriter_drop(o, w);
+            }
+        }
+    }
+}
+
 void
 node_objects_ring_op(node_t *node, const dmp__msg_t *req,
-                     const node_sub_t *from)
+                     const node_sub_t *from, const char *sender)
 {
     struct node_obj *o = s_find(node, req->u.ring_op.obj);
     uint32_t ring = req->u.ring_op.ring;
     if (!o || ring >= o->n_rings) {
         s_reply(from, req->id, -EBADF, NULL, 0, 0);
+        return;
+    }
+    if (req->u.ring_op.op == DMP__RING_HOLD_WRITER ||
+        req->u.ring_op.op == DMP__RING_CLOSE_WRITER) {
+        s_reply(from, req->id, s_writer_op(o, ring, req, sender), NULL, 0, 0);
         return;
     }
     double timeout = req->u.ring_op.timeout;

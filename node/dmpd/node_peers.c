@@ -201,8 +201,12 @@ node_peers_on_heartbeat(node_t *node, const char *user_id,
         if (!peer)
             return;
     }
-    if (peer->heard && peer->incarnation != msg->u.heartbeat.incarnation)
+    if (peer->heard && peer->incarnation != msg->u.heartbeat.incarnation) {
         info_f("node '%s' restarted", name);
+        /* Its processes and objects are not the ones we knew. */
+        node_objects_peer_lost(node, name);
+        node_holds_peer_lost(node, name);
+    }
     peer->heard = true;
     peer->last_heard = dmp__now();
     peer->incarnation = msg->u.heartbeat.incarnation;

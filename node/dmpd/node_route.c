@@ -196,6 +196,8 @@ node_route_on_peer_msg(node_t *node, node_peer_t *peer, dmp__msg_t *msg)
 void
 node_route_peer_lost(node_t *node, node_peer_t *peer)
 {
+    node_objects_peer_lost(node, peer->name);
+    node_holds_peer_lost(node, peer->name);
     for (struct node_fwd **fp = &node->fwds; *fp;) {
         struct node_fwd *f = *fp;
         if (strcmp(f->peer, peer->name) != 0) {

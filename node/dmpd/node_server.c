@@ -193,6 +193,9 @@ s_dispatch(node_t *node, void *sock, zmq_msg_t *rid, const char *user_id,
     from.rid_len = zmq_msg_size(rid) < sizeof from.rid ? zmq_msg_size(rid)
                                                         : sizeof from.rid;
     memcpy(from.rid, zmq_msg_data(rid), from.rid_len);
+    if (req->kind == DMP__MSG_RING_OP &&
+        node_holds_request(node, (dmp__msg_t *)req, !tcp, &from))
+        return;
     if (req->node[0] && strcmp(req->node, node->cfg.name) != 0 &&
         req->kind != DMP__MSG_HEARTBEAT) {
         node_peer_t *peer = node_peers_find(node, req->node);
@@ -260,7 +263,7 @@ s_dispatch(node_t *node, void *sock, zmq_msg_t *rid, const char *user_id,
         node_objects_release(node, req, &rep);
         break;
     case DMP__MSG_RING_OP:
-        node_objects_ring_op(node, req, &from);
+        node_objects_ring_op(node, req, &from, user_id);
         return; /* answered now or when it can be */
     case DMP__MSG_SHARED_NEW:
         node_shared_new(node, req, &rep);
@@ -467,6 +470,7 @@ s_teardown(node_t *node)
     node_zygote_close_all(node);
     node_objects_close(node);
     node_shared_close(node);
+    node_holds_close(node);
     node_manager_close();
     node_route_close(node);
     for (int i = 0; i < UPLOADS_MAX; i++)
@@ -527,7 +531,8 @@ node_run(node_t *node)
     double next_tick = dmp__now();
     while (!node->stopping) {
         size_t n_items = 0;
-        zmq_pollitem_t items[5 + NODE_PEERS_MAX + 3 * 1024];
+        zmq_pollitem_t items[5 + NODE_PEERS_MAX + 3 * 1024 +
+                             NODE_HOLD_FDS_MAX];
         /* Fixed slots: 0 ipc, 1 signals, 2 ring wake-ups, 3 control
          * (embedded), then tcp, then one per peer, then children. */
         items[n_items++] = (zmq_pollitem_t){node->ipc, 0, ZMQ_POLLIN, 0};
@@ -545,6 +550,9 @@ node_run(node_t *node)
                 (zmq_pollitem_t){node->peers[i].sock, 0, ZMQ_POLLIN, 0};
         size_t first_spawn = n_items;
         n_items += node_spawn_poll_items(node, items + n_items, 3 * 1024);
+        size_t first_hold = n_items;
+        n_items += node_holds_poll_items(node, items + n_items,
+                                         NODE_HOLD_FDS_MAX);
         double wait = next_tick - dmp__now();
         if (node->parked) {
             double park = node_objects_next_deadline(node);
@@ -579,6 +587,8 @@ node_run(node_t *node)
                     debug_f("control link closed; stopping");
                     node->stopping = true;
                 }
+            } else if (i >= first_hold) {
+                node_holds_on_fd(node, items[i].fd);
             } else if (i >= first_spawn) {
                 node_spawn_on_fd(node, items[i].fd);
             } else if (i >= first_peer) {
@@ -606,6 +616,7 @@ node_run(node_t *node)
             if (node->parked) /* a pipe's writer may have died: EOF */
                 node_objects_retry(node);
             node_shared_tick(node);
+            node_holds_tick(node);
             next_tick = dmp__now() + node->cfg.heartbeat;
         }
         node_fdguard_check(node); /* before libzmq's accept runs out */

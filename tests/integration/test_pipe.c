@@ -378,18 +378,6 @@ static struct {
     int group;
 } s_c;
 
-/* Known limitations of the remote paths, open in the Queue and Pipe issue:
- * such a test is skipped (and says why) in the groups where it would fail,
- * so it runs again as soon as the line below is removed. */
-#define S_KNOWN_LIMIT(cond, why)                                              \
-    do {                                                                      \
-        if (cond) {                                                           \
-            print_message("# known limitation, skipped: %s\n", why);          \
-            skip();                                                           \
-        }                                                                     \
-    } while (0)
-
-
 static const char *
 s_node(size_t i)
 {
@@ -1128,8 +1116,6 @@ test_values_of_every_type_there_and_back_and_round_trip_time(void **state)
 static void
 test_eof_when_the_writer_closes_exits_or_dies(void **state)
 {
-    S_KNOWN_LIMIT(s_c.mode != S_EMBEDDED,
-                  "a remote writer that exits or dies without close holds its end");
     (void)state;
     static const char *how[] = {"destroy", "return", "die"};
     const char *where[2] = {NULL, s_node(1)};
@@ -1178,8 +1164,6 @@ test_eof_when_the_writer_closes_exits_or_dies(void **state)
 static void
 test_closing_our_copy_right_after_start_gives_no_early_eof(void **state)
 {
-    S_KNOWN_LIMIT(s_c.mode != S_EMBEDDED,
-                  "no hold in the name of a child on another node");
     (void)state;
     const char *where[2] = {NULL, s_node(1)};
     size_t nw = s_c.mode == S_EMBEDDED ? 1 : 2;
@@ -1337,8 +1321,6 @@ test_no_ring_is_left_in_dev_shm(void **state)
 static void
 test_ends_in_children_on_two_other_nodes_talk(void **state)
 {
-    S_KNOWN_LIMIT(s_c.mode != S_EMBEDDED,
-                  "early EOF when the parent closes its copies before remote children attach");
     (void)state;
     dmp_conn_t *a, *b;
     s_pipe(1, &a, &b);
@@ -1366,9 +1348,10 @@ test_ends_in_children_on_two_other_nodes_talk(void **state)
     rep = s_expect(rb, 1, 0);
     s_free_rep(&rep);
     rep = s_expect(ra, 2, 0);
+    double closed = rep.t0; /* the destroy began: EOF may come before it
+                             * returns */
     s_free_rep(&rep);
     rep = s_expect(ra, 3, 0);
-    double closed = rep.t1;
     s_free_rep(&rep);
     rep = s_report(rb);
     print_message("# recv on %s after the end on %s was destroyed: %s "
@@ -1604,6 +1587,55 @@ test_owner_node_killed_gives_enode_never_a_hang(void **state)
     s_destroy_queue(&r3);
 }
 
+/*
+ * The writer's node dies: a child on node3 holds the sending end (its
+ * parent, this program on node2, closed its copy), sends one message and
+ * waits; node3's agent is killed. Our recv gets the message, then EOF
+ * once node2 sees node3 dead (heartbeat x liveness), as a Python reader
+ * sees a reset connection: it never blocks forever on a writer nobody can
+ * reach.
+ */
+static void
+test_writer_node_killed_gives_eof_never_a_hang(void **state)
+{
+    (void)state;
+    dmp_conn_t *a, *b;
+    s_pipe(0, &a, &b);
+    dmp_queue_t *r = s_queue();
+    dmp_process_t *p = s_script(
+        s_node(2), b, r,
+        dmp_list_of(3, s_op("send", 0, dmp_str("last words")),
+                    s_op("ready", 0, NULL), s_op("sleep", 60.0, NULL)));
+    s_destroy_conn(&b);
+    for (int i = 0; i < 2; i++) {
+        s_rep_t rep = s_expect(r, i, 0);
+        s_free_rep(&rep);
+    }
+    s_recv_str(a, "last words");
+    pid_t child = dmp_process_pid(p);
+    double killed = s_now();
+    dmp_test_agent_kill(s_c.agents[2]); /* node3 */
+    double took = 0;
+    int rc = s_recv_within(&a, ENODE_WITHIN + 2.0, NULL, NULL, &took);
+    print_message("# recv after the writer's node %s was killed: %s in "
+                  "%.2f s\n", s_node(2), dmp_err_name(rc), s_now() - killed);
+    assert_dmp_err(rc, DMP_EEOF);
+    assert_took(took, 0, ENODE_WITHIN);
+    if (child > 0)
+        kill(child, SIGKILL); /* cut off with its node */
+    dmp_process_join(p, 5.0);
+    s_destroy_proc(&p);
+    s_destroy_conn(&a);
+    s_destroy_queue(&r);
+    assert_dmp_ok(dmp_test_agent_start(s_c.agents[2]));
+    for (size_t i = 0; i < 3; i++) { /* every node sees node3 again */
+        dmp_client_t *c;
+        assert_dmp_ok(dmp_test_agent_connect(s_c.agents[i], &c, NULL, 0));
+        assert_dmp_ok(dmp_test_wait_alive(c, 3, 10.0));
+        dmp_client_destroy(&c);
+    }
+}
+
 static void
 test_no_agent_outlives_the_tests(void **state)
 {
@@ -1653,6 +1685,7 @@ main(void)
         cmocka_unit_test(test_no_ring_is_left_in_dev_shm),
     };
     const struct CMUnitTest dying[] = {
+        cmocka_unit_test(test_writer_node_killed_gives_eof_never_a_hang),
         cmocka_unit_test(test_owner_node_killed_gives_enode_never_a_hang),
         cmocka_unit_test(test_no_ring_is_left_in_dev_shm),
     };
@@ -1672,7 +1705,7 @@ main(void)
     failed += RUN("one host, embedded agent", embedded, s_up_embedded);
     failed += RUN("cluster, this program on node1 over ipc", ipc, s_up_ipc1);
     failed += RUN("cluster, this program on node1 over tcp", tcp, s_up_tcp1);
-    failed += RUN("the owner node dies", dying, s_up_ipc2);
+    failed += RUN("a writer's or the owner's node dies", dying, s_up_ipc2);
     failed += cmocka_run_group_tests_name("afterwards", after, NULL, NULL);
     return failed ? 1 : 0;
 }

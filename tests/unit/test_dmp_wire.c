@@ -1050,6 +1050,46 @@ test_wire_round_trips_shared_messages(void **state)
     dmp__msg_clear(&got);
 }
 
+/* A pipe end's hold names its process, and a hold for a child the ring's
+ * owner; such a hold is refused for any other operation or without a
+ * process. */
+static void
+test_wire_ring_op_holder_fields(void **state)
+{
+    (void)state;
+    dmp__msg_t msg, got;
+    memset(&msg, 0, sizeof msg);
+    msg.kind = DMP__MSG_RING_OP;
+    msg.u.ring_op.obj = 7;
+    msg.u.ring_op.ring = 1;
+    msg.u.ring_op.op = DMP__RING_HOLD_WRITER;
+    msg.u.ring_op.holder_pid = INT32_MAX;
+    strcpy(msg.u.ring_op.owner, "node-1");
+    assert_int_equal(s_encode_decode(&msg, &got), 0);
+    assert_int_equal(got.kind, DMP__MSG_RING_OP);
+    assert_int_equal(got.u.ring_op.holder_pid, INT32_MAX);
+    assert_string_equal(got.u.ring_op.owner, "node-1");
+    dmp__msg_clear(&got);
+    dmp__msg_t bad = msg;
+    bad.u.ring_op.op = DMP__RING_CLOSE_WRITER;
+    s_assert_rejected(&bad);
+    bad = msg;
+    bad.u.ring_op.holder_pid = 0;
+    s_assert_rejected(&bad);
+    bad = msg;
+    bad.u.ring_op.holder_pid = (uint32_t)INT32_MAX + 1;
+    s_assert_rejected(&bad);
+    bad = msg;
+    strcpy(bad.u.ring_op.owner, "../x");
+    s_assert_rejected(&bad);
+    bad = msg; /* a close of one's own hold names no owner */
+    bad.u.ring_op.op = DMP__RING_CLOSE_WRITER;
+    bad.u.ring_op.owner[0] = '\0';
+    assert_int_equal(s_encode_decode(&bad, &got), 0);
+    assert_string_equal(got.u.ring_op.owner, "");
+    dmp__msg_clear(&got);
+}
+
 /* Every field of the shared messages is checked after decoding. */
 static void
 test_wire_rejects_bad_shared_fields(void **state)
@@ -1176,6 +1216,7 @@ main(void)
         cmocka_unit_test(test_wire_survives_mutated_frames),
         cmocka_unit_test(test_wire_msg_error_fills_an_error_message),
         cmocka_unit_test(test_wire_round_trips_shared_messages),
+        cmocka_unit_test(test_wire_ring_op_holder_fields),
         cmocka_unit_test(test_wire_rejects_bad_shared_fields),
         cmocka_unit_test(test_wire_kind_names),
         cmocka_unit_test(test_wire_msg_clear_is_safe_on_null_and_empty),
