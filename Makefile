@@ -192,7 +192,8 @@ ASAN_LOG = $(CURDIR)/build-asan/sanitizer
 ASAN_RE  = ERROR: (Address|Leak|UndefinedBehavior)Sanitizer|runtime error:
 test-asan:
 	rm -rf $(ASAN_LOG) && mkdir -p $(ASAN_LOG)
-	{ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:log_path=$(ASAN_LOG)/asan \
+	{ DMP_TEST_SANITIZED=1 \
+	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:log_path=$(ASAN_LOG)/asan \
 	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:log_path=$(ASAN_LOG)/ubsan \
 	  $(MAKE) B=build-asan CFLAGS='-O1 -g' CC='$(ASAN_CC)' test; \
 	  echo $$? >build-asan/test-asan.rc; } 2>&1 | tee build-asan/test-asan.log
