@@ -501,6 +501,11 @@ s_start_io(dmp_client_t *c)
     return 0;
 }
 
+static int s_open(const char *address, bool tcp, const dmp__keypair_t *kp,
+                  const char *server_pub, double request_timeout,
+                  double connect_timeout, dmp_client_t **client_p,
+                  char *errbuf, size_t errlen);
+
 int
 dmp_client_connect(const dmp_client_opts_t *opts, dmp_client_t **client_p,
                    char *errbuf, size_t errlen)
@@ -544,19 +549,30 @@ dmp_client_connect(const dmp_client_opts_t *opts, dmp_client_t **client_p,
         }
     }
 
+    rc = s_open(opts->address, tcp, &kp, server_pub, opts->request_timeout,
+                opts->connect_timeout, client_p, errbuf, errlen);
+    dmp__keypair_wipe(&kp);
+    return rc;
+}
+
+/* Connects, checks the handshake, starts the I/O thread, says hello. */
+static int
+s_open(const char *address, bool tcp, const dmp__keypair_t *kp,
+       const char *server_pub, double request_timeout,
+       double connect_timeout, dmp_client_t **client_p, char *errbuf,
+       size_t errlen)
+{
+    int rc;
     dmp_client_t *c = dmp__calloc(1, sizeof *c);
-    if (!c) {
-        dmp__keypair_wipe(&kp);
+    if (!c)
         return -ENOMEM;
-    }
     c->wake_fd = -1;
     c->outbox_tail = &c->outbox;
     pthread_mutex_init(&c->lock, NULL);
     dmp__cond_init_monotonic(&c->cond);
-    c->request_timeout =
-        opts->request_timeout > 0 ? opts->request_timeout : 10.0;
+    c->request_timeout = request_timeout > 0 ? request_timeout : 10.0;
     c->local = !tcp;
-    dmp__strlcpy(c->node, opts->address, sizeof c->node);
+    dmp__strlcpy(c->node, address, sizeof c->node);
     c->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     c->ctx = zmq_ctx_new();
     c->sock = c->ctx ? zmq_socket(c->ctx, ZMQ_DEALER) : NULL;
@@ -564,11 +580,11 @@ dmp_client_connect(const dmp_client_opts_t *opts, dmp_client_t **client_p,
         rc = -ENOMEM;
         goto out;
     }
-    rc = s_setup_socket(c, tcp, &kp, server_pub);
+    rc = s_setup_socket(c, tcp, kp, server_pub);
     if (rc)
         goto out;
-    double ctimeout = opts->connect_timeout > 0 ? opts->connect_timeout : 5.0;
-    rc = dmp__sock_connect_checked(c->ctx, c->sock, opts->address, ctimeout,
+    double ctimeout = connect_timeout > 0 ? connect_timeout : 5.0;
+    rc = dmp__sock_connect_checked(c->ctx, c->sock, address, ctimeout,
                                    errbuf, errlen);
     if (rc == 0)
         rc = s_start_io(c);
@@ -576,11 +592,10 @@ dmp_client_connect(const dmp_client_opts_t *opts, dmp_client_t **client_p,
         rc = s_hello(c);
         if (rc)
             snprintf(errbuf, errlen, "hello to '%s' failed: %s%s%s",
-                     opts->address, dmp_strerror(rc),
+                     address, dmp_strerror(rc),
                      c->errmsg[0] ? ": " : "", c->errmsg);
     }
 out:
-    dmp__keypair_wipe(&kp);
     if (rc) {
         dmp__log(DMP_LOG_WARN, "%s", errbuf[0] ? errbuf : dmp_strerror(rc));
         dmp_client_destroy(&c);
@@ -588,6 +603,16 @@ out:
     }
     *client_p = c;
     return 0;
+}
+
+int
+dmp__client_connect_keys(const char *address, const dmp__keypair_t *kp,
+                         const char *server_pub, dmp_client_t **client_p,
+                         char *errbuf, size_t errlen)
+{
+    errbuf[0] = '\0';
+    return s_open(address, true, kp, server_pub, 0, 0, client_p, errbuf,
+                  errlen);
 }
 
 const char *
@@ -606,6 +631,18 @@ const char *
 dmp_client_errmsg(const dmp_client_t *client)
 {
     return client->errmsg;
+}
+
+void
+dmp__client_copy_errmsg(dmp_client_t *to, dmp_client_t *from)
+{
+    char text[DMP__TEXT_MAX];
+    pthread_mutex_lock(&from->lock);
+    dmp__strlcpy(text, from->errmsg, sizeof text);
+    pthread_mutex_unlock(&from->lock);
+    pthread_mutex_lock(&to->lock);
+    dmp__strlcpy(to->errmsg, text, sizeof to->errmsg);
+    pthread_mutex_unlock(&to->lock);
 }
 
 int

@@ -48,10 +48,17 @@ static void s_batch_done(int rc, const dmp__msg_t *rep, void *arg);
 /* Sends the buffered items as one batch. Caller holds f->mx. Out of
  * memory: the items stay buffered, for the next put or flush to send
  * (nothing a put accepted is dropped); another error becomes the
- * feeder's, reported by the next call. */
+ * feeder's, reported by the next call. `choose`: a caller's thread, which
+ * may pick (or make) a direct link to the owner; a reply's callback sends
+ * the next batch the way the last one went. */
 static int
-s_send_locked(dmp__feeder_t *f)
+s_send_locked(dmp__feeder_t *f, bool choose)
 {
+    dmp_client_t *via = f->via ? f->via : f->client;
+    if (choose) {
+        dmp_client_t *link = dmp__direct_client(f->node);
+        via = link ? link : f->client;
+    }
     dmp__msg_t req = {.kind = DMP__MSG_RING_OP};
     req.u.ring_op.obj = f->id;
     req.u.ring_op.ring = f->ring;
@@ -59,10 +66,12 @@ s_send_locked(dmp__feeder_t *f)
     req.u.ring_op.data = f->buf;
     req.u.ring_op.len = f->len;
     req.u.ring_op.timeout = -1; /* wait at the owner for room */
-    int rc = f->client ? dmp__client_send_async(f->client,
-                                                dmp__obj_route(f->node), &req,
-                                                s_batch_done, f)
-                       : -EBADF;
+    bool direct = via && via != f->client;
+    int rc = via ? dmp__client_send_async(via,
+                                          direct ? NULL
+                                                 : dmp__obj_route(f->node),
+                                          &req, s_batch_done, f)
+                 : -EBADF;
     if (rc == -ENOMEM)
         return rc;
     f->len = 0; /* encoded by now: the buffer can fill again */
@@ -72,6 +81,7 @@ s_send_locked(dmp__feeder_t *f)
         return rc;
     }
     f->inflight = true;
+    f->via = via;
     return 0;
 }
 
@@ -86,9 +96,13 @@ s_batch_done(int rc, const dmp__msg_t *rep, void *arg)
     if (rc && !f->error)
         f->error = rc;
     if (f->len && rc != DMP_ENODE)
-        s_send_locked(f);
+        s_send_locked(f, false);
     else if (rc == DMP_ENODE)
         f->len = 0; /* the connection is gone: nothing can carry it */
+    if (rc == DMP_ENODE && f->via != f->client) {
+        dmp__direct_lost(f->node, f->via); /* the next batch makes one */
+        f->via = NULL;
+    }
     pthread_cond_broadcast(&f->cv);
     pthread_mutex_unlock(&f->mx);
 }
@@ -121,7 +135,7 @@ dmp__feeder_put(dmp__feeder_t *f, const void *data, size_t len)
             p[i] = (uint8_t)(len >> (8 * i));
         memcpy(p + 4, data, len);
         f->len += 4 + len;
-        if (!f->inflight && s_send_locked(f) == -ENOMEM) {
+        if (!f->inflight && s_send_locked(f, true) == -ENOMEM) {
             f->len -= 4 + len; /* not sent: this put did not happen */
             rc = -ENOMEM;
         }
@@ -135,7 +149,7 @@ dmp__feeder_flush(dmp__feeder_t *f)
 {
     pthread_mutex_lock(&f->mx);
     /* Items a send lacked the memory for are still here: send them. */
-    int rc = !f->inflight && f->len ? s_send_locked(f) : 0;
+    int rc = !f->inflight && f->len ? s_send_locked(f, true) : 0;
     if (rc == -ENOMEM) {
         pthread_mutex_unlock(&f->mx);
         return rc;

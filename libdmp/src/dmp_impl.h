@@ -163,7 +163,16 @@ typedef enum {
     DMP__MSG_SHARED_OP,
     DMP__MSG_SHARED_REPLY,
     DMP__MSG_MGR_NAME,
+    DMP__MSG_DIRECT,
 } dmp__msg_kind_t;
+
+/* Direct.op: see proto/dmp.proto. */
+typedef enum {
+    DMP__DIRECT_ASK = 1,
+    DMP__DIRECT_VOUCH = 2,
+    DMP__DIRECT_DROP = 3,
+    DMP__DIRECT_INFO = 4,
+} dmp__direct_op_t;
 
 /* Shared objects an agent owns, and what RingOp may ask of their rings. */
 typedef enum { DMP__OBJ_QUEUE = 1, DMP__OBJ_PIPE = 2 } dmp__obj_type_t;
@@ -363,6 +372,14 @@ typedef struct {
             size_t len;
             uint64_t proc;
         } mgr_name;
+        struct {
+            uint32_t op;        /* dmp__direct_op_t */
+            uint8_t key[32];    /* ask, vouch, drop */
+            uint32_t pid;       /* ask, vouch, drop: 1 .. INT32_MAX */
+            char to[DMP__NAME_MAX];            /* ask */
+            char address[DMP__ADDR_MAX];       /* info */
+            char server_key[DMP__Z85_KEY_LEN + 1]; /* info */
+        } direct;
     } u;
 } dmp__msg_t;
 
@@ -390,6 +407,25 @@ void dmp__client_on_event(dmp_client_t *c, dmp__event_fn fn, void *arg);
  * dmp__msg_clear. DMP_ENODE on timeout or a lost connection. */
 int dmp__client_request(dmp_client_t *c, const char *node, dmp__msg_t *req,
                         dmp__msg_t *rep, dmp__msg_kind_t want, double timeout);
+/* A tcp client with an in-memory keypair (a direct link's), pinning
+ * server_pub (Z85). errbuf gets the reason of a failure. */
+int dmp__client_connect_keys(const char *address, const dmp__keypair_t *kp,
+                             const char *server_pub, dmp_client_t **client_p,
+                             char *errbuf, size_t errlen);
+
+/* The text of from's last error becomes to's (dmp_client_errmsg). */
+void dmp__client_copy_errmsg(dmp_client_t *to, dmp_client_t *from);
+
+/* ---- Direct links to owners (dmp_direct.c) -------------------------- */
+/* The client to send owner's ring operations to: a direct link to that
+ * node, made on first use, or NULL to go through our own agent (owner is
+ * our agent, we reach it over tcp, DMP_DIRECT=0, or no link could be made
+ * lately). */
+dmp_client_t *dmp__direct_client(const char *owner);
+/* A request on link c gave DMP_ENODE: the next one makes a new link. */
+void dmp__direct_lost(const char *owner, dmp_client_t *c);
+/* dmp_fini: closes every link. */
+void dmp__direct_fini(void);
 
 /* ---- Processes (dmp_target.c, dmp_process.c, dmp_init.c) ----------- */
 dmp_target_fn dmp__target_find(const char *name);
@@ -571,6 +607,8 @@ typedef struct {
     uint32_t ring;
     dmp_client_t *client;   /* not dmp_default_client() at each call:
                              * replies run while dmp_fini holds its lock */
+    dmp_client_t *via;      /* what carried the last batch: client, or a
+                             * direct link (dmp_direct.c) */
     uint8_t *buf;           /* items waiting to go: u32 len + bytes */
     size_t len, cap;
     bool inflight;          /* a batch is at the owner */

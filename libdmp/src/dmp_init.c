@@ -295,6 +295,7 @@ dmp_fini(void)
     dmp__queue_atexit();
     dmp__pipe_atexit();
     dmp__shared_atexit();
+    dmp__direct_fini(); /* after everything that may still use a link */
     dmp__target_forget_node();
     pthread_mutex_lock(&s_lib.lock);
     s_lib.finished = true;

@@ -81,6 +81,10 @@ dmp__obj_ring_op(const char *owner, uint64_t id, uint32_t ring, uint32_t op,
         req.u.ring_op.holder_pid = (uint32_t)getpid();
     bool forever = isinf(timeout) || timeout > 86400.0 * 24;
     double deadline = dmp__now() + (timeout > 0 ? timeout : 0);
+    /* Straight to the owner when we can; holds and closes through our
+     * agent, which counts them for when we die without closing. */
+    dmp_client_t *link = req.u.ring_op.holder_pid ? NULL
+                                                  : dmp__direct_client(owner);
     int rc;
     do {
         /* A get that waited is told "an item is there" (-EAGAIN) rather
@@ -91,9 +95,15 @@ dmp__obj_ring_op(const char *owner, uint64_t id, uint32_t ring, uint32_t op,
         /* The owner answers when the operation is done or timed out;
          * allow the network a margin on top. */
         double wait = forever ? 86400.0 * 365 : req.u.ring_op.timeout + 10.0;
-        rc = dmp__client_request(c, dmp__obj_route(owner), &req, &rep,
-                                 DMP__MSG_RING_REPLY, wait);
+        rc = link ? dmp__client_request(link, NULL, &req, &rep,
+                                        DMP__MSG_RING_REPLY, wait)
+                  : dmp__client_request(c, dmp__obj_route(owner), &req, &rep,
+                                        DMP__MSG_RING_REPLY, wait);
     } while (rc == -EAGAIN && op == DMP__RING_GET);
+    if (rc && link) /* the error's text where the caller looks */
+        dmp__client_copy_errmsg(c, link);
+    if (rc == DMP_ENODE && link)
+        dmp__direct_lost(owner, link);
     if (rc)
         return rc;
     if (count)

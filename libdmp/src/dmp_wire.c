@@ -67,6 +67,7 @@ dmp__wire_encode(const dmp__msg_t *msg, uint8_t **buf_p, size_t *len_p)
     Dmpwire__SharedOp shop = DMPWIRE__SHARED_OP__INIT;
     Dmpwire__SharedReply shrep = DMPWIRE__SHARED_REPLY__INIT;
     Dmpwire__MgrName mname = DMPWIRE__MGR_NAME__INIT;
+    Dmpwire__Direct direct = DMPWIRE__DIRECT__INIT;
     char *ring_names[DMP__OBJ_RINGS_MAX];
     int rc = 0;
 
@@ -326,6 +327,21 @@ dmp__wire_encode(const dmp__msg_t *msg, uint8_t **buf_p, size_t *len_p)
         env.body_case = DMPWIRE__ENVELOPE__BODY_MGR_NAME;
         env.mgr_name = &mname;
         break;
+    case DMP__MSG_DIRECT: {
+        uint32_t op = msg->u.direct.op;
+        direct.op = op;
+        if (op != DMP__DIRECT_INFO) {
+            direct.key.data = (uint8_t *)msg->u.direct.key;
+            direct.key.len = sizeof msg->u.direct.key;
+        }
+        direct.pid = msg->u.direct.pid;
+        direct.to = (char *)msg->u.direct.to;
+        direct.address = (char *)msg->u.direct.address;
+        direct.server_key = (char *)msg->u.direct.server_key;
+        env.body_case = DMPWIRE__ENVELOPE__BODY_DIRECT;
+        env.direct = &direct;
+        break;
+    }
     default:
         return -EINVAL;
     }
@@ -716,6 +732,30 @@ s_from_envelope(const Dmpwire__Envelope *env, dmp__msg_t *msg)
         return s_copy_bytes(&msg->u.mgr_name.addr, &msg->u.mgr_name.len,
                             &o->addr, DMP__MGR_ADDR_MAX);
     }
+    case DMPWIRE__ENVELOPE__BODY_DIRECT: {
+        const Dmpwire__Direct *o = env->direct;
+        msg->kind = DMP__MSG_DIRECT;
+        /* Each op carries its fields and no others. */
+        bool info = o->op == DMP__DIRECT_INFO;
+        if (o->op < DMP__DIRECT_ASK || o->op > DMP__DIRECT_INFO ||
+            o->key.len != (info ? 0 : 32) ||
+            (info ? o->pid != 0 : (o->pid == 0 || o->pid > INT32_MAX)) ||
+            !s_copy_name(msg->u.direct.to, o->to,
+                         o->op != DMP__DIRECT_ASK) ||
+            (o->op == DMP__DIRECT_ASK) != (msg->u.direct.to[0] != '\0') ||
+            !s_copy_addr(msg->u.direct.address, o->address) ||
+            info != (msg->u.direct.address[0] != '\0') ||
+            !s_copy_str(msg->u.direct.server_key,
+                        sizeof msg->u.direct.server_key, o->server_key) ||
+            (info ? !dmp__z85_key_valid(msg->u.direct.server_key)
+                  : msg->u.direct.server_key[0] != '\0'))
+            return DMP_EPROTO;
+        msg->u.direct.op = o->op;
+        msg->u.direct.pid = o->pid;
+        if (!info)
+            memcpy(msg->u.direct.key, o->key.data, 32);
+        return 0;
+    }
     case DMPWIRE__ENVELOPE__BODY_PROC_LIST_REPLY: {
         const Dmpwire__ProcListReply *rep = env->proc_list_reply;
         msg->kind = DMP__MSG_PROC_LIST_REPLY;
@@ -943,6 +983,8 @@ dmp__msg_kind_name(dmp__msg_kind_t kind)
         return "shared-reply";
     case DMP__MSG_MGR_NAME:
         return "mgr-name";
+    case DMP__MSG_DIRECT:
+        return "direct";
     }
     return "unknown";
 }

@@ -69,6 +69,14 @@ typedef struct node_auth node_auth_t;
 /* Starts the ZAP handler thread, bound before any socket binds. */
 int node_auth_start(void *ctx, const char *keys_dir, node_auth_t **auth_p);
 void node_auth_stop(node_auth_t **auth_p);
+/* Admits a key vouched for by a peer, as `name` (job/NODE/PID). -ENOSPC
+ * past the table's bound. Safe from the main thread. */
+int node_auth_vouch(node_auth_t *auth, const uint8_t key[32],
+                    const char *name);
+void node_auth_unvouch(node_auth_t *auth, const uint8_t key[32]);
+/* Forgets every vouched key whose name starts with prefix; returns how
+ * many. */
+size_t node_auth_unvouch_prefix(node_auth_t *auth, const char *prefix);
 /* Connects to our own endpoint with a fresh unknown key and succeeds only
  * if the handshake is refused. Refusing to serve otherwise guards against
  * any misconfiguration that would let libzmq fail open. */
@@ -307,7 +315,7 @@ void node_route_close(node_t *node);
 int node_send_to(const node_sub_t *sub, const dmp__msg_t *msg);
 node_peer_t *node_peers_find(node_t *node, const char *name);
 
-/* ---- pipe ends our processes hold elsewhere (node_holds.c) ----------- */
+/* ---- what our processes hold elsewhere (node_holds.c) ----------------- */
 /* Watched processes at most through pidfds (the rest: at each tick). */
 #define NODE_HOLD_FDS_MAX 1024
 /* A RingOp passing through: counts a local process's holds and closes of
@@ -319,7 +327,16 @@ size_t node_holds_poll_items(node_t *node, void *items, size_t max);
 /* A watched process ended: its owners get the closes it owed. */
 void node_holds_on_fd(node_t *node, int fd);
 void node_holds_tick(node_t *node);
-/* The owner died or restarted: what was held there is gone. */
+/* Direct (proto): a local process's ask, or a peer's vouch or drop.
+ * Replies through `from`. `local`: from the ipc socket; user_id: the
+ * sender's ZAP identity. */
+void node_holds_direct(node_t *node, dmp__msg_t *req, bool local,
+                       const char *user_id, const node_sub_t *from);
+/* A peer's answer to our vouch, on its way to our process: the address
+ * and key are the ones we know the peer by. */
+void node_holds_on_info(node_t *node, node_peer_t *peer, dmp__msg_t *msg);
+/* The peer died or restarted: what was held there is gone, and so are
+ * the keys it vouched for here. */
 void node_holds_peer_lost(node_t *node, const char *peer);
 void node_holds_close(node_t *node);
 

@@ -12,18 +12,24 @@
  *
  * The allow-list is re-read when an unknown key shows up (at most once a
  * second), so adding a node or rotating a key needs no restart.
+ *
+ * Keys vouched for by peers (node_direct.c) are admitted too, with the
+ * identity job/NODE/PID: a process's direct link to this node. That table
+ * is the one thing the main thread and this one share, under a mutex.
  */
 #define _GNU_SOURCE
 #include "node.h"
 
 #include <dirent.h>
 #include <pthread.h>
+#include <sodium.h>
 #include <sys/stat.h>
 #include <string.h>
 #include <zmq.h>
 
 #define ZAP_ENDPOINT "inproc://zeromq.zap.01"
 #define ZAP_FRAMES_MAX 8
+#define VOUCHED_MAX 65536   /* keys peers vouched for, all together */
 
 typedef struct {
     char name[DMP__NAME_MAX];
@@ -44,6 +50,9 @@ struct node_auth {
     struct timespec nodes_mtime; /* of KEYS_DIR/nodes at that read */
     uint8_t self_test_key[32];   /* the start-up self-test's stranger: its
                                   * refusal is expected, logged at debug */
+    pthread_mutex_t vouched_lock; /* guards the three below */
+    s_allowed_t *vouched;        /* keys of processes on peers */
+    size_t n_vouched, cap_vouched;
 };
 
 /* Adds the NAME.pub keys of one directory to list; `prefix` is put before
@@ -148,6 +157,90 @@ s_lookup(node_auth_t *auth, const uint8_t key[32])
     return NULL;
 }
 
+/* A vouched key's identity, copied out under the lock. */
+static bool
+s_lookup_vouched(node_auth_t *auth, const uint8_t key[32],
+                 char name[DMP__NAME_MAX])
+{
+    bool found = false;
+    pthread_mutex_lock(&auth->vouched_lock);
+    for (size_t i = 0; !found && i < auth->n_vouched; i++)
+        if (memcmp(auth->vouched[i].key, key, 32) == 0) {
+            dmp__strlcpy(name, auth->vouched[i].name, DMP__NAME_MAX);
+            found = true;
+        }
+    pthread_mutex_unlock(&auth->vouched_lock);
+    return found;
+}
+
+int
+node_auth_vouch(node_auth_t *auth, const uint8_t key[32], const char *name)
+{
+    int rc = 0;
+    pthread_mutex_lock(&auth->vouched_lock);
+    size_t i = 0;
+    while (i < auth->n_vouched && memcmp(auth->vouched[i].key, key, 32) != 0)
+        i++;
+    if (i == auth->n_vouched) {
+        if (i == VOUCHED_MAX) {
+            rc = -ENOSPC;
+            goto out;
+        }
+        if (i == auth->cap_vouched) {
+            size_t cap = auth->cap_vouched ? auth->cap_vouched * 2 : 16;
+            s_allowed_t *grown =
+                dmp__realloc(auth->vouched, cap * sizeof *grown);
+            if (!grown) {
+                rc = -ENOMEM;
+                goto out;
+            }
+            auth->vouched = grown;
+            auth->cap_vouched = cap;
+        }
+        memcpy(auth->vouched[i].key, key, 32);
+        auth->n_vouched++;
+    }
+    dmp__strlcpy(auth->vouched[i].name, name, sizeof auth->vouched[i].name);
+out:
+    pthread_mutex_unlock(&auth->vouched_lock);
+    return rc;
+}
+
+/* Forgets the vouched keys whose identity is `name` (a whole key) or, with
+ * prefix set, starts with it. */
+static size_t
+s_unvouch(node_auth_t *auth, const uint8_t *key, const char *prefix)
+{
+    size_t dropped = 0;
+    pthread_mutex_lock(&auth->vouched_lock);
+    for (size_t i = 0; i < auth->n_vouched;) {
+        s_allowed_t *v = &auth->vouched[i];
+        bool drop = key ? memcmp(v->key, key, 32) == 0
+                        : strncmp(v->name, prefix, strlen(prefix)) == 0;
+        if (!drop) {
+            i++;
+            continue;
+        }
+        sodium_memzero(v, sizeof *v);
+        *v = auth->vouched[--auth->n_vouched];
+        dropped++;
+    }
+    pthread_mutex_unlock(&auth->vouched_lock);
+    return dropped;
+}
+
+void
+node_auth_unvouch(node_auth_t *auth, const uint8_t key[32])
+{
+    s_unvouch(auth, key, NULL);
+}
+
+size_t
+node_auth_unvouch_prefix(node_auth_t *auth, const char *prefix)
+{
+    return s_unvouch(auth, NULL, prefix);
+}
+
 static void
 s_reply(void *rep, zmq_msg_t *request_id, const char *status,
         const char *text, const char *user_id)
@@ -224,6 +317,9 @@ s_handle_request(node_auth_t *auth)
     if (s_changed(auth))
         s_scan(auth);
     const char *name = s_lookup(auth, key);
+    char vouched[DMP__NAME_MAX];
+    if (!name && s_lookup_vouched(auth, key, vouched))
+        name = vouched;
     if (!name && dmp__now() - auth->last_scan >= 1.0) {
         s_scan(auth);
         name = s_lookup(auth, key);
@@ -280,6 +376,7 @@ node_auth_start(void *ctx, const char *keys_dir, node_auth_t **auth_p)
     if (!auth)
         return -ENOMEM;
     auth->ctx = ctx;
+    pthread_mutex_init(&auth->vouched_lock, NULL);
     dmp__strlcpy(auth->keys_dir, keys_dir, sizeof auth->keys_dir);
     snprintf(auth->ctl_endpoint, sizeof auth->ctl_endpoint,
              "inproc://dmp-zap-ctl-%p", (void *)auth);
@@ -324,6 +421,11 @@ node_auth_stop(node_auth_t **auth_p)
     pthread_join(auth->thread, NULL);
     zmq_close(auth->ctl);
     dmp__free(auth->allowed);
+    if (auth->vouched)
+        sodium_memzero(auth->vouched, auth->cap_vouched *
+                                          sizeof *auth->vouched);
+    dmp__free(auth->vouched);
+    pthread_mutex_destroy(&auth->vouched_lock);
     dmp__free(auth);
     *auth_p = NULL;
 }

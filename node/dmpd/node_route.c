@@ -147,6 +147,9 @@ s_relay_reply(node_t *node, node_peer_t *peer, dmp__msg_t *msg)
                 node->rsubs = s;
             }
         }
+        if (msg->kind == DMP__MSG_DIRECT &&
+            msg->u.direct.op == DMP__DIRECT_INFO)
+            node_holds_on_info(node, peer, msg);
         msg->id = f->client_id;
         node_send_to(&f->client, msg);
         dmp__free(f->unsent);

@@ -274,6 +274,9 @@ s_dispatch(node_t *node, void *sock, zmq_msg_t *rid, const char *user_id,
     case DMP__MSG_MGR_NAME:
         node_manager_name(node, req, !tcp, &rep);
         break;
+    case DMP__MSG_DIRECT:
+        node_holds_direct(node, (dmp__msg_t *)req, !tcp, user_id, &from);
+        return; /* answered there, or by the peer */
     case DMP__MSG_HEARTBEAT:
         if (tcp)
             node_peers_on_heartbeat(node, user_id, req);

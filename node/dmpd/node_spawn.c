@@ -34,9 +34,12 @@
 #define READ_CHUNK 65536
 
 /* What a child may inherit from the agent's environment. */
+/* DMP_DIRECT: an agent started with DMP_DIRECT=0 keeps its jobs off
+ * direct links (dmp_direct.c). */
 static const char *const s_env_allow[] = {"PATH", "HOME", "USER", "LOGNAME",
                                           "LANG", "LC_ALL", "LC_CTYPE",
-                                          "TZ", "TERM", "TMPDIR", NULL};
+                                          "TZ", "TERM", "TMPDIR",
+                                          "DMP_DIRECT", NULL};
 
 int
 node_send_to(const node_sub_t *sub, const dmp__msg_t *msg)

@@ -14,7 +14,8 @@
  *       to the last message received, so process start is outside
  *   pipe_rtt_remote_64B_{median,p99}  us, the echoing child on another
  *       node (the second in dmp_nodes); the pipe is this node's, so the
- *       child's sends and receives go through its agent to the owner
+ *       child's sends and receives cross to the owner over its direct
+ *       link (dmp_direct.c)
  *   zmq_curve_reqrep_rtt_64B_{median,p99}  us, raw ZeroMQ REQ -> REP over
  *       tcp on 127.0.0.1 with CURVE, to a child of this binary: the
  *       reference for the remote round trip

@@ -707,20 +707,8 @@ s_up_cluster(void **state)
         s_c.agents[i]->heartbeat = 0.5;
         s_c.agents[i]->liveness = 4;
     }
-    for (size_t i = 0; i < 3; i++)
-        for (size_t j = 0; j < 3; j++)
-            if (i != j)
-                dmp_test_agent_add_peer(s_c.agents[i], s_c.agents[j]);
-    for (size_t i = 0; i < 3; i++)
-        assert_dmp_ok(dmp_test_agent_spawn(s_c.agents[i]));
-    for (size_t i = 0; i < 3; i++)
-        assert_dmp_ok(dmp_test_agent_wait_ready(s_c.agents[i], 10.0));
-    for (size_t i = 0; i < 3; i++) {
-        dmp_client_t *c;
-        assert_dmp_ok(dmp_test_agent_connect(s_c.agents[i], &c, NULL, 0));
-        assert_dmp_ok(dmp_test_wait_alive(c, 3, 10.0));
-        dmp_client_destroy(&c);
-    }
+    dmp_test_agents_mesh(s_c.agents, 3);
+    assert_dmp_ok(dmp_test_agents_start(s_c.agents, 3));
     dmp_client_opts_t o = {.address = s_c.agents[0]->ipc_address};
     char err[512] = "";
     int rc = dmp_init_opts(&o, err, sizeof err);

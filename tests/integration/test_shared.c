@@ -607,20 +607,8 @@ s_cluster_up(s_mode_t mode)
         s_c.agents[i]->heartbeat = mode == S_IPC2 ? HEARTBEAT : 1.0;
         s_c.agents[i]->liveness = LIVENESS;
     }
-    for (size_t i = 0; i < 3; i++)
-        for (size_t j = 0; j < 3; j++)
-            if (i != j)
-                dmp_test_agent_add_peer(s_c.agents[i], s_c.agents[j]);
-    for (size_t i = 0; i < 3; i++)
-        assert_dmp_ok(dmp_test_agent_spawn(s_c.agents[i]));
-    for (size_t i = 0; i < 3; i++)
-        assert_dmp_ok(dmp_test_agent_wait_ready(s_c.agents[i], 10.0));
-    for (size_t i = 0; i < 3; i++) {
-        dmp_client_t *c;
-        assert_dmp_ok(dmp_test_agent_connect(s_c.agents[i], &c, NULL, 0));
-        assert_dmp_ok(dmp_test_wait_alive(c, 3, 5.0));
-        dmp_client_destroy(&c);
-    }
+    dmp_test_agents_mesh(s_c.agents, 3);
+    assert_dmp_ok(dmp_test_agents_start(s_c.agents, 3));
     dmp_test_agent_t *a = s_c.agents[mode == S_IPC2 ? 1 : 0];
     dmp_client_opts_t opts = {.address = a->ipc_address};
     char err[512] = "";

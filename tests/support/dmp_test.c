@@ -820,6 +820,48 @@ dmp_test_wait_alive(dmp_client_t *client, int want, double timeout)
     }
 }
 
+void
+dmp_test_agents_mesh(dmp_test_agent_t **agents, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < n; j++)
+            if (i != j)
+                dmp_test_agent_add_peer(agents[i], agents[j]);
+}
+
+int
+dmp_test_agents_wait_alive(dmp_test_agent_t **agents, size_t n,
+                           double timeout)
+{
+    for (size_t i = 0; i < n; i++) {
+        dmp_client_t *c = NULL;
+        int rc = dmp_test_agent_connect(agents[i], &c, NULL, 0);
+        if (rc == 0)
+            rc = dmp_test_wait_alive(c, (int)n, timeout);
+        dmp_client_destroy(&c);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+int
+dmp_test_agents_start(dmp_test_agent_t **agents, size_t n)
+{
+    /* All spawned first: they start side by side. */
+    for (size_t i = 0; i < n; i++) {
+        int rc = dmp_test_agent_spawn(agents[i]);
+        if (rc)
+            return rc;
+    }
+    for (size_t i = 0; i < n; i++) {
+        int rc = dmp_test_agent_wait_ready(agents[i], 10.0);
+        if (rc)
+            return rc;
+    }
+    return dmp_test_agents_wait_alive(agents, n, 5.0);
+}
+
 int
 dmp_test_wait_node_state(dmp_client_t *client, const char *name,
                          dmp_node_state_t state, double timeout)

@@ -235,6 +235,13 @@ int dmp_test_count_nodes(dmp_client_t *client, dmp_node_state_t state);
 int dmp_test_node_state(dmp_client_t *client, const char *name);
 /* Waits until `client` lists exactly `want` nodes alive. 0, -ETIMEDOUT. */
 int dmp_test_wait_alive(dmp_client_t *client, int want, double timeout);
+/* Makes each of the n agents a peer of every other. */
+void dmp_test_agents_mesh(dmp_test_agent_t **agents, size_t n);
+/* Spawns the n agents, waits until each serves and sees all n alive. */
+int dmp_test_agents_start(dmp_test_agent_t **agents, size_t n);
+/* Waits until each of the n agents lists all n alive. 0, -ETIMEDOUT. */
+int dmp_test_agents_wait_alive(dmp_test_agent_t **agents, size_t n,
+                               double timeout);
 /* Waits until `client` reports node `name` in `state`. 0, -ETIMEDOUT. */
 int dmp_test_wait_node_state(dmp_client_t *client, const char *name,
                              dmp_node_state_t state, double timeout);
