@@ -1090,6 +1090,78 @@ test_wire_ring_op_holder_fields(void **state)
     dmp__msg_clear(&got);
 }
 
+/* A Direct message carries, for each op, its fields and no others. */
+static void
+test_wire_direct_fields(void **state)
+{
+    (void)state;
+    dmp__msg_t ask, got;
+    memset(&ask, 0, sizeof ask);
+    ask.kind = DMP__MSG_DIRECT;
+    ask.u.direct.op = DMP__DIRECT_ASK;
+    memset(ask.u.direct.key, 0xab, 32);
+    ask.u.direct.pid = 4242;
+    strcpy(ask.u.direct.to, "node-2");
+    assert_int_equal(s_encode_decode(&ask, &got), 0);
+    assert_int_equal(got.kind, DMP__MSG_DIRECT);
+    assert_int_equal(got.u.direct.op, DMP__DIRECT_ASK);
+    assert_memory_equal(got.u.direct.key, ask.u.direct.key, 32);
+    assert_int_equal(got.u.direct.pid, 4242);
+    assert_string_equal(got.u.direct.to, "node-2");
+    dmp__msg_clear(&got);
+
+    dmp__msg_t bad = ask;
+    bad.u.direct.to[0] = '\0'; /* an ask names its node */
+    s_assert_rejected(&bad);
+    bad = ask;
+    bad.u.direct.pid = 0;
+    s_assert_rejected(&bad);
+    bad.u.direct.pid = (uint32_t)INT32_MAX + 1;
+    s_assert_rejected(&bad);
+    bad = ask;
+    bad.u.direct.op = 0;
+    s_assert_rejected(&bad);
+    bad.u.direct.op = DMP__DIRECT_INFO + 1;
+    s_assert_rejected(&bad);
+    bad = ask;
+    strcpy(bad.u.direct.address, "tcp://127.0.0.1:1"); /* not an ask's */
+    s_assert_rejected(&bad);
+
+    dmp__msg_t vouch = ask; /* vouch and drop: no node named */
+    vouch.u.direct.op = DMP__DIRECT_VOUCH;
+    s_assert_rejected(&vouch);
+    vouch.u.direct.to[0] = '\0';
+    assert_int_equal(s_encode_decode(&vouch, &got), 0);
+    dmp__msg_clear(&got);
+    vouch.u.direct.op = DMP__DIRECT_DROP;
+    assert_int_equal(s_encode_decode(&vouch, &got), 0);
+    dmp__msg_clear(&got);
+
+    dmp__msg_t info;
+    memset(&info, 0, sizeof info);
+    info.kind = DMP__MSG_DIRECT;
+    info.u.direct.op = DMP__DIRECT_INFO;
+    strcpy(info.u.direct.address, "tcp://127.0.0.1:7700");
+    strcpy(info.u.direct.server_key,
+           "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7");
+    assert_int_equal(s_encode_decode(&info, &got), 0);
+    assert_string_equal(got.u.direct.address, "tcp://127.0.0.1:7700");
+    assert_string_equal(got.u.direct.server_key, info.u.direct.server_key);
+    dmp__msg_clear(&got);
+    bad = info;
+    bad.u.direct.server_key[39] = '\0'; /* 39 characters: no key */
+    s_assert_rejected(&bad);
+    bad = info;
+    bad.u.direct.address[0] = '\0';
+    s_assert_rejected(&bad);
+    bad = info;
+    strcpy(bad.u.direct.address, "udp://x");
+    s_assert_rejected(&bad);
+    bad = info;
+    bad.u.direct.pid = 7; /* an answer names no process */
+    s_assert_rejected(&bad);
+}
+
 /* Every field of the shared messages is checked after decoding. */
 static void
 test_wire_rejects_bad_shared_fields(void **state)
@@ -1217,6 +1289,7 @@ main(void)
         cmocka_unit_test(test_wire_msg_error_fills_an_error_message),
         cmocka_unit_test(test_wire_round_trips_shared_messages),
         cmocka_unit_test(test_wire_ring_op_holder_fields),
+        cmocka_unit_test(test_wire_direct_fields),
         cmocka_unit_test(test_wire_rejects_bad_shared_fields),
         cmocka_unit_test(test_wire_kind_names),
         cmocka_unit_test(test_wire_msg_clear_is_safe_on_null_and_empty),
