@@ -81,10 +81,14 @@ struct dmp_shared {
                                  * sent yet (none when equal): they go
                                  * with the release (write-back) */
     uint8_t cache[DMP__SHARED_PREFETCH_MAX];
-    pthread_mutex_t amx;        /* guards inflight and async_error */
+    pthread_mutex_t amx;        /* guards the five below */
     pthread_cond_t acv;         /* inflight reached 0 */
     unsigned inflight;          /* writes and releases not answered yet */
     int async_error;            /* the first failure of one, reported once */
+    bool via_chosen;            /* requests go to link, or to our agent */
+    dmp_client_t *link;         /* direct link to the owner (dmp_direct.c):
+                                 * chosen once, so that requests keep their
+                                 * order on one path; again after a loss */
     dmp_lock_t lock;
 };
 
@@ -195,18 +199,63 @@ s_op_init(const dmp_shared_t *s, dmp__msg_t *req, uint32_t op)
     req->u.shared_op.holder_pid = (uint32_t)getpid();
 }
 
+/* Where s's requests go: its direct link to the owner, or our agent
+ * (*route: the owner to forward to). Never called with amx held: making a
+ * link waits for our agent, whose replies may need amx (s_async_done). */
+static dmp_client_t *
+s_via(dmp_shared_t *s, const char **route)
+{
+    pthread_mutex_lock(&s->amx);
+    bool chosen = s->via_chosen;
+    pthread_mutex_unlock(&s->amx);
+    if (!chosen) {
+        dmp_client_t *link = dmp__direct_client(s->node);
+        pthread_mutex_lock(&s->amx);
+        if (!s->via_chosen) {
+            s->via_chosen = true;
+            s->link = link;
+        }
+        pthread_mutex_unlock(&s->amx);
+    }
+    pthread_mutex_lock(&s->amx);
+    dmp_client_t *link = s->link;
+    pthread_mutex_unlock(&s->amx);
+    *route = link ? NULL : dmp__obj_route(s->node);
+    return link ? link : dmp_default_client();
+}
+
+/* A request on s's link gave DMP_ENODE: the next one chooses again
+ * (whatever was in flight on it failed too, so order holds). */
+static void
+s_link_lost(dmp_shared_t *s, dmp_client_t *link)
+{
+    dmp__direct_lost(s->node, link);
+    pthread_mutex_lock(&s->amx);
+    if (s->link == link) {
+        s->link = NULL;
+        s->via_chosen = false;
+    }
+    pthread_mutex_unlock(&s->amx);
+}
+
 /* One SharedOp at the owner, waiting up to `wait` for the answer. rep is
  * filled on success (the caller clears it) when given. */
 static int
 s_request(dmp_shared_t *s, dmp__msg_t *req, double wait, dmp__msg_t *rep)
 {
-    dmp_client_t *c = dmp_default_client();
+    const char *route;
+    dmp_client_t *c = s_via(s, &route);
     if (!c)
         return -EBADF;
     dmp__msg_t scratch;
     dmp__msg_t *r = rep ? rep : &scratch;
-    int rc = dmp__client_request(c, dmp__obj_route(s->node), req, r,
-                                 DMP__MSG_SHARED_REPLY, wait);
+    int rc = dmp__client_request(c, route, req, r, DMP__MSG_SHARED_REPLY,
+                                 wait);
+    dmp_client_t *agent = dmp_default_client();
+    if (rc && c != agent && agent) /* the error's text where one looks */
+        dmp__client_copy_errmsg(agent, c);
+    if (rc == DMP_ENODE && c != agent)
+        s_link_lost(s, c);
     if (rc == 0 && !rep)
         dmp__msg_clear(&scratch);
     if (rc == -EBADF)
@@ -231,6 +280,11 @@ s_async_done(int rc, const dmp__msg_t *rep, void *arg)
     (void)rep;
     dmp_shared_t *s = arg;
     pthread_mutex_lock(&s->amx);
+    dmp_client_t *link = rc == DMP_ENODE ? s->link : NULL;
+    pthread_mutex_unlock(&s->amx);
+    if (link) /* a link's I/O thread may say so: never a wait for our agent */
+        s_link_lost(s, link);
+    pthread_mutex_lock(&s->amx);
     if (rc && !s->async_error)
         s->async_error = rc;
     if (--s->inflight == 0)
@@ -243,14 +297,14 @@ s_async_done(int rc, const dmp__msg_t *rep, void *arg)
 static int
 s_request_async(dmp_shared_t *s, dmp__msg_t *req)
 {
-    dmp_client_t *c = dmp_default_client();
+    const char *route;
+    dmp_client_t *c = s_via(s, &route);
     if (!c)
         return -EBADF;
     pthread_mutex_lock(&s->amx);
     s->inflight++;
     pthread_mutex_unlock(&s->amx);
-    int rc = dmp__client_send_async(c, dmp__obj_route(s->node), req,
-                                    s_async_done, s);
+    int rc = dmp__client_send_async(c, route, req, s_async_done, s);
     if (rc)
         s_async_done(0, NULL, s);
     return rc;

@@ -1,9 +1,10 @@
 /*
  * test_pipe.c - Pipe(duplex) and its Connection ends with real agents: on
  * one host (the embedded agent), across a cluster of three (the program on
- * node1's ipc endpoint, so its own ends are local and the ends of children
- * on node2 and node3 go through node1), and with the program on node1's
- * tcp endpoint (its own ends remote too).
+ * node1's ipc endpoint, so its own ends are local and children on node2
+ * and node3 reach node1 over direct links), and with the program on
+ * node1's tcp endpoint (its children going through their own agents:
+ * DMP_DIRECT=0).
  *
  * Covered: send/recv of values of every type, send_bytes with offset and
  * size, recv_bytes, poll with a timeout (precision printed), Pipe(False)
@@ -694,7 +695,13 @@ s_cluster_up(s_mode_t mode)
         s_c.agents[i]->liveness = LIVENESS;
     }
     dmp_test_agents_mesh(s_c.agents, 3);
+    /* Both paths to an owner run: children reach it over direct links
+     * here, through their agents in the tcp group (an agent passes
+     * DMP_DIRECT to its jobs). */
+    if (mode == S_TCP1)
+        setenv("DMP_DIRECT", "0", 1);
     assert_dmp_ok(dmp_test_agents_start(s_c.agents, 3));
+    unsetenv("DMP_DIRECT");
     dmp_test_agent_t *a = s_c.agents[mode == S_IPC2 ? 1 : 0];
     dmp_client_opts_t opts = {.address = a->ipc_address};
     if (mode == S_TCP1) {

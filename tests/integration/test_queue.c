@@ -2,8 +2,9 @@
  * test_queue.c - Queue and JoinableQueue with real agents: on one host
  * (the embedded agent, rings in shared memory), across a cluster of three
  * (the program on node1's ipc endpoint, so its own operations are local
- * and those of children on node2 and node3 go through node1), and with the
- * program on node1's tcp endpoint (its own operations remote too).
+ * and children on node2 and node3 reach node1 over direct links), and
+ * with the program on node1's tcp endpoint (its children going through
+ * their own agents: DMP_DIRECT=0).
  *
  * Covered: put/get of values and raw bytes, timeouts (Empty/Full no
  * earlier than asked, within 200 ms after locally; remote precision
@@ -844,7 +845,13 @@ s_cluster_up(s_mode_t mode)
         s_c.agents[i]->liveness = LIVENESS;
     }
     dmp_test_agents_mesh(s_c.agents, 3);
+    /* Both paths to an owner run: children reach it over direct links
+     * here, through their agents in the tcp group (an agent passes
+     * DMP_DIRECT to its jobs). */
+    if (mode == S_TCP1)
+        setenv("DMP_DIRECT", "0", 1);
     assert_dmp_ok(dmp_test_agents_start(s_c.agents, 3));
+    unsetenv("DMP_DIRECT");
     dmp_test_agent_t *a = s_c.agents[mode == S_IPC2 ? 1 : 0];
     dmp_client_opts_t opts = {.address = a->ipc_address};
     if (mode == S_TCP1) {
