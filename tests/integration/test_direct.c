@@ -70,12 +70,7 @@ s_up(void **state)
     }
     dmp_test_agents_mesh(s_c.agents, 3);
     assert_dmp_ok(dmp_test_agents_start(s_c.agents, 3));
-    dmp_client_opts_t opts = {.address = s_c.agents[0]->ipc_address};
-    char err[512] = "";
-    int rc = dmp_init_opts(&opts, err, sizeof err);
-    if (rc)
-        print_error("dmp_init_opts: %s\n", err);
-    assert_dmp_ok(rc);
+    assert_dmp_ok(dmp_test_init_ipc(s_c.agents[0]));
     return 0;
 }
 

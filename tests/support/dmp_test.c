@@ -863,6 +863,17 @@ dmp_test_agents_start(dmp_test_agent_t **agents, size_t n)
 }
 
 int
+dmp_test_init_ipc(const dmp_test_agent_t *a)
+{
+    dmp_client_opts_t opts = {.address = a->ipc_address};
+    char err[512] = "";
+    int rc = dmp_init_opts(&opts, err, sizeof err);
+    if (rc)
+        fprintf(stderr, "dmp_init_opts(%s): %s\n", a->ipc_address, err);
+    return rc;
+}
+
+int
 dmp_test_wait_node_state(dmp_client_t *client, const char *name,
                          dmp_node_state_t state, double timeout)
 {

@@ -239,6 +239,9 @@ int dmp_test_wait_alive(dmp_client_t *client, int want, double timeout);
 void dmp_test_agents_mesh(dmp_test_agent_t **agents, size_t n);
 /* Spawns the n agents, waits until each serves and sees all n alive. */
 int dmp_test_agents_start(dmp_test_agent_t **agents, size_t n);
+/* dmp_init_opts on a's local socket: this program becomes a's local
+ * process. Prints the reason of a failure. */
+int dmp_test_init_ipc(const dmp_test_agent_t *a);
 /* Waits until each of the n agents lists all n alive. 0, -ETIMEDOUT. */
 int dmp_test_agents_wait_alive(dmp_test_agent_t **agents, size_t n,
                                double timeout);
