@@ -69,8 +69,11 @@ bool dmp__endpoint_valid(const char *ep);
 bool dmp__utf8_valid(const char *s);
 /* The same for len bytes, which may include NULs (Python str). */
 bool dmp__utf8_valid_n(const char *s, size_t len);
-/* When pid started (ticks since boot, /proc/PID/stat), 0 if gone: with
- * the pid it names one process, whatever happens to pids later. */
+/* When pid started (ticks since boot, /proc/PID/stat), 0 if gone; with
+ * the pid it names one process, whatever happens to pids later. *zombie
+ * (may be NULL): it has exited, not reaped yet. */
+uint64_t dmp__proc_start(pid_t pid, bool *zombie);
+/* The same, 0 for a zombie too: the start of a live process. */
 uint64_t dmp__proc_starttime(pid_t pid);
 /* Removes a directory tree (no symlink is followed). */
 int dmp__rmtree(const char *path);
@@ -969,9 +972,6 @@ int dmp__manager_serve(const dmp_value_t *args);
  * the agent also forgets a manager whose process ended). */
 int dmp__manager_register(const char *name, const dmp_value_t *addr);
 void dmp__manager_unregister(const char *name);
-/* When pid started (ticks since boot), 0 when gone or a zombie: pid and
- * start time name one process (clients and servers watch each other). */
-uint64_t dmp__manager_pid_start(pid_t pid);
 /* dmp_fini's first step: leave every manager, stop the ones we started. */
 void dmp__manager_atexit(void);
 /* One call on a proxy's object (dmp_proxy.c): -EINVAL when the proxy is

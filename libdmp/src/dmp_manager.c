@@ -81,32 +81,10 @@ s_register_target(void)
     dmp_target_register(&s_target_reg);
 }
 
-/* When pid started (field 22 of /proc/PID/stat, clock ticks since boot),
- * or 0 when it is gone or a zombie: with the pid, it names one process. */
-uint64_t
-dmp__manager_pid_start(pid_t pid)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "re");
-    if (!f)
-        return 0;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')'); /* the command may contain spaces */
-    if (!p || p[1] != ' ' || p[2] == 'Z' || p[2] == 'X')
-        return 0;
-    /* p + 1 is the space before field 3 (the state) */
-    for (int field = 3; field <= 22 && p; field++)
-        p = strchr(p + 1, ' ');
-    return p ? strtoull(p + 1, NULL, 10) : 0;
-}
-
 static bool
 s_pid_alive(pid_t pid, uint64_t start)
 {
-    return start != 0 && dmp__manager_pid_start(pid) == start;
+    return start != 0 && dmp__proc_starttime(pid) == start;
 }
 
 /* ---- liveness of the server ------------------------------------------- */
@@ -421,7 +399,7 @@ s_connect(const dmp_value_t *addr, bool share, dmp_manager_t **m_p)
                    s_pid_alive(m->pid, m->start);
     dmp_value_t *hello[3] = {
         dmp_queue_value(m->replies), dmp_int(getpid()),
-        dmp_int((int64_t)dmp__manager_pid_start(getpid()))};
+        dmp_int((int64_t)dmp__proc_starttime(getpid()))};
     dmp_value_t *res = NULL;
     rc = hello[0] && hello[1] && hello[2] ? 0 : -ENOMEM;
     if (rc == 0)

@@ -756,7 +756,7 @@ s_client_gone(s_client_t *c, const char *why)
 static bool
 s_pid_alive(pid_t pid, uint64_t start)
 {
-    return start != 0 && dmp__manager_pid_start(pid) == start;
+    return start != 0 && dmp__proc_starttime(pid) == start;
 }
 
 static void
@@ -1677,7 +1677,7 @@ s_serve(const dmp_value_t *args)
         const char *proc = getenv("DMP_PROC");
         addr = dmp_list_of(7, dmp_str(S.name), dmp_str(dmp_current_node()),
                            dmp_int(getpid()),
-                           dmp_int((int64_t)dmp__manager_pid_start(getpid())),
+                           dmp_int((int64_t)dmp__proc_starttime(getpid())),
                            dmp_int((int64_t)S.incarnation),
                            dmp_queue_value(S.requests),
                            dmp_int(proc ? strtoll(proc, NULL, 10) : 0));

@@ -770,51 +770,6 @@ dmp__ring_unlink(const char *name)
 
 /* ---- writer holds (pipes) ------------------------------------------- */
 
-/* Start time (clock ticks after boot) of a process, 0 if unknown; *zombie
- * tells whether it has exited but is not reaped yet. */
-static uint64_t
-s_proc_start(int32_t pid, bool *zombie)
-{
-    char path[64], buf[1024];
-    *zombie = false;
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = '\0';
-    /* "pid (comm) S ppid ...": comm may hold spaces and parentheses, so
-     * fields are counted after the last ')'; starttime is field 22. */
-    char *p = strrchr(buf, ')');
-    if (!p || p[1] != ' ')
-        return 0;
-    *zombie = p[2] == 'Z' || p[2] == 'X';
-    p += 2;
-    for (int field = 3; field < 22 && p; field++) {
-        p = strchr(p, ' ');
-        if (p)
-            p++;
-    }
-    return p ? strtoull(p, NULL, 10) : 0;
-}
-
-bool
-dmp__proc_alive(pid_t pid, uint64_t start)
-{
-    if (pid <= 0)
-        return false;
-    if (kill(pid, 0) != 0 && errno == ESRCH)
-        return false;
-    bool zombie;
-    uint64_t now = s_proc_start(pid, &zombie);
-    if (zombie)
-        return false;
-    return now == 0 || start == 0 || now == start;
-}
-
 static bool
 s_writer_alive(const s_writer_t *w)
 {
@@ -858,7 +813,7 @@ dmp__ring_hold_writer(dmp__ring_t *r)
     s_hdr_t *h = r->hdr;
     int32_t pid = (int32_t)getpid();
     bool zombie;
-    uint64_t start = s_proc_start(pid, &zombie);
+    uint64_t start = dmp__proc_start(pid, &zombie);
     s_deadline_t forever = {false, true, 0};
     int rc = s_lock(r, &forever);
     if (rc != 0)
@@ -894,7 +849,7 @@ dmp__ring_hold_writer_for(dmp__ring_t *r, pid_t child)
     assert(r);
     s_hdr_t *h = r->hdr;
     bool zombie;
-    uint64_t start = s_proc_start((int32_t)child, &zombie);
+    uint64_t start = dmp__proc_start(child, &zombie);
     if (start == 0 || zombie)
         return 0; /* gone already: nothing to hold for it */
     s_deadline_t forever = {false, true, 0};
@@ -927,7 +882,7 @@ dmp__ring_close_writer(dmp__ring_t *r)
     s_hdr_t *h = r->hdr;
     int32_t pid = (int32_t)getpid();
     bool zombie;
-    uint64_t start = s_proc_start(pid, &zombie);
+    uint64_t start = dmp__proc_start(pid, &zombie);
     s_deadline_t forever = {false, true, 0};
     int rc = s_lock(r, &forever);
     if (rc != 0)

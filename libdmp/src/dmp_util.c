@@ -8,7 +8,9 @@
 #define _GNU_SOURCE
 #include "dmp_impl.h"
 
+#include <fcntl.h>
 #include <ftw.h>
+#include <signal.h>
 #include <math.h>
 #include <unistd.h>
 #include <pthread.h>
@@ -327,24 +329,54 @@ dmp__rmtree(const char *path)
 }
 
 uint64_t
-dmp__proc_starttime(pid_t pid)
+dmp__proc_start(pid_t pid, bool *zombie)
 {
     char path[64], buf[1024];
+    if (zombie)
+        *zombie = false;
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "re");
-    if (!f)
+    int fd = open(path, O_RDONLY | O_CLOEXEC); /* no stdio: no malloc */
+    if (fd < 0)
         return 0;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
     buf[n] = '\0';
-    char *p = strrchr(buf, ')'); /* the command may contain spaces */
-    if (!p)
+    /* "pid (comm) S ppid ...": comm may hold spaces and parentheses, so
+     * fields are counted after the last ')'; starttime is field 22 (the
+     * 23rd, vsize, changes as the process runs). */
+    char *p = strrchr(buf, ')');
+    if (!p || p[1] != ' ')
         return 0;
-    /* ')' ends the 2nd field; each space found starts the next one, and
-     * starttime is the 22nd (the 23rd, vsize, changes as it runs) */
+    if (zombie)
+        *zombie = p[2] == 'Z' || p[2] == 'X';
     for (int field = 2; field < 22 && p; field++)
         p = strchr(p + 1, ' ');
     return p ? strtoull(p + 1, NULL, 10) : 0;
+}
+
+uint64_t
+dmp__proc_starttime(pid_t pid)
+{
+    bool zombie;
+    uint64_t start = dmp__proc_start(pid, &zombie);
+    return zombie ? 0 : start;
+}
+
+bool
+dmp__proc_alive(pid_t pid, uint64_t start)
+{
+    if (pid <= 0)
+        return false;
+    if (kill(pid, 0) != 0 && errno == ESRCH)
+        return false;
+    bool zombie;
+    uint64_t now = dmp__proc_start(pid, &zombie);
+    if (zombie)
+        return false;
+    /* Unreadable /proc: kill said it is there. */
+    return now == 0 || start == 0 || now == start;
 }
 
 /* ---- growable buffers ------------------------------------------------- */

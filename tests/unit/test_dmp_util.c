@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static void
@@ -487,6 +488,35 @@ test_util_proc_starttime_is_field_22_and_stays(void **state)
     free(big);
 }
 
+/* A process that exited and is not reaped yet is dead to every check; a
+ * reaped one is gone. */
+static void
+test_util_proc_zombie_is_dead_and_reaped_is_gone(void **state)
+{
+    (void)state;
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0)
+        _exit(0);
+    bool zombie = false;
+    uint64_t start = 0;
+    for (int i = 0; i < 500 && !zombie; i++) { /* until it has exited */
+        start = dmp__proc_start(child, &zombie);
+        if (!zombie)
+            usleep(2000);
+    }
+    assert_true(zombie);
+    assert_true(start != 0);
+    assert_true(dmp__proc_starttime(child) == 0);
+    assert_false(dmp__proc_alive(child, start));
+    assert_true(dmp__proc_alive(getpid(), dmp__proc_starttime(getpid())));
+    assert_false(dmp__proc_alive(getpid(), 12345)); /* another start: a
+                                                      * reused pid */
+    assert_int_equal(waitpid(child, NULL, 0), child);
+    assert_true(dmp__proc_start(child, NULL) == 0);
+    assert_false(dmp__proc_alive(child, start));
+}
+
 static void
 test_util_fault_loop_encode_decode_heartbeat(void **state)
 {
@@ -528,6 +558,7 @@ main(void)
         cmocka_unit_test(test_util_log_is_silent_until_a_handler_is_installed),
         cmocka_unit_test(test_util_alloc_fail_after_fails_exactly_the_nth),
         cmocka_unit_test(test_util_proc_starttime_is_field_22_and_stays),
+        cmocka_unit_test(test_util_proc_zombie_is_dead_and_reaped_is_gone),
         cmocka_unit_test(test_util_fault_loop_encode_decode_heartbeat),
         cmocka_unit_test(test_util_fault_loop_encode_decode_nodes_reply),
     };
