@@ -47,7 +47,8 @@ typedef struct s_pending {
 } s_pending_t;
 
 struct dmp_client {
-    void *ctx;                   /* owned ZeroMQ context */
+    void *ctx;                   /* ZeroMQ context */
+    bool own_ctx;                /* made here (else another client's) */
     void *sock;                  /* DEALER; used only by the I/O thread */
     void *mon;                   /* PAIR reading the socket monitor */
     int wake_fd;                 /* eventfd: the outbox has work, or stop */
@@ -295,7 +296,7 @@ dmp_client_destroy(dmp_client_t **client_p)
     }
     if (c->mon)
         zmq_close(c->mon);
-    if (c->ctx)
+    if (c->ctx && c->own_ctx)
         zmq_ctx_term(c->ctx);
     if (c->wake_fd >= 0)
         close(c->wake_fd);
@@ -501,10 +502,10 @@ s_start_io(dmp_client_t *c)
     return 0;
 }
 
-static int s_open(const char *address, bool tcp, const dmp__keypair_t *kp,
-                  const char *server_pub, double request_timeout,
-                  double connect_timeout, dmp_client_t **client_p,
-                  char *errbuf, size_t errlen);
+static int s_open(void *ctx, const char *address, bool tcp,
+                  const dmp__keypair_t *kp, const char *server_pub,
+                  double request_timeout, double connect_timeout,
+                  dmp_client_t **client_p, char *errbuf, size_t errlen);
 
 int
 dmp_client_connect(const dmp_client_opts_t *opts, dmp_client_t **client_p,
@@ -549,15 +550,17 @@ dmp_client_connect(const dmp_client_opts_t *opts, dmp_client_t **client_p,
         }
     }
 
-    rc = s_open(opts->address, tcp, &kp, server_pub, opts->request_timeout,
-                opts->connect_timeout, client_p, errbuf, errlen);
+    rc = s_open(NULL, opts->address, tcp, &kp, server_pub,
+                opts->request_timeout, opts->connect_timeout, client_p,
+                errbuf, errlen);
     dmp__keypair_wipe(&kp);
     return rc;
 }
 
-/* Connects, checks the handshake, starts the I/O thread, says hello. */
+/* Connects, checks the handshake, starts the I/O thread, says hello.
+ * ctx: another client's context to share (NULL: a context of its own). */
 static int
-s_open(const char *address, bool tcp, const dmp__keypair_t *kp,
+s_open(void *ctx, const char *address, bool tcp, const dmp__keypair_t *kp,
        const char *server_pub, double request_timeout,
        double connect_timeout, dmp_client_t **client_p, char *errbuf,
        size_t errlen)
@@ -574,7 +577,8 @@ s_open(const char *address, bool tcp, const dmp__keypair_t *kp,
     c->local = !tcp;
     dmp__strlcpy(c->node, address, sizeof c->node);
     c->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    c->ctx = zmq_ctx_new();
+    c->own_ctx = ctx == NULL;
+    c->ctx = ctx ? ctx : zmq_ctx_new();
     c->sock = c->ctx ? zmq_socket(c->ctx, ZMQ_DEALER) : NULL;
     if (!c->sock || c->wake_fd < 0) {
         rc = -ENOMEM;
@@ -606,13 +610,14 @@ out:
 }
 
 int
-dmp__client_connect_keys(const char *address, const dmp__keypair_t *kp,
-                         const char *server_pub, dmp_client_t **client_p,
-                         char *errbuf, size_t errlen)
+dmp__client_connect_keys(dmp_client_t *share, const char *address,
+                         const dmp__keypair_t *kp, const char *server_pub,
+                         dmp_client_t **client_p, char *errbuf,
+                         size_t errlen)
 {
     errbuf[0] = '\0';
-    return s_open(address, true, kp, server_pub, 0, 0, client_p, errbuf,
-                  errlen);
+    return s_open(share ? share->ctx : NULL, address, true, kp, server_pub,
+                  0, 0, client_p, errbuf, errlen);
 }
 
 const char *

@@ -75,7 +75,9 @@ s_connect(dmp_client_t *c, const char *owner, dmp_client_t **link_p)
         rc = DMP_EPROTO;
     char err[DMP__TEXT_MAX] = "";
     if (rc == 0)
-        rc = dmp__client_connect_keys(rep.u.direct.address, &kp,
+        /* In our agent's client's context: no more threads per link
+         * (dmp_fini closes the links first). */
+        rc = dmp__client_connect_keys(c, rep.u.direct.address, &kp,
                                       rep.u.direct.server_key, link_p, err,
                                       sizeof err);
     if (rc == 0 && strcmp(dmp_client_node(*link_p), owner) != 0) {

@@ -411,8 +411,10 @@ void dmp__client_on_event(dmp_client_t *c, dmp__event_fn fn, void *arg);
 int dmp__client_request(dmp_client_t *c, const char *node, dmp__msg_t *req,
                         dmp__msg_t *rep, dmp__msg_kind_t want, double timeout);
 /* A tcp client with an in-memory keypair (a direct link's), pinning
- * server_pub (Z85). errbuf gets the reason of a failure. */
-int dmp__client_connect_keys(const char *address, const dmp__keypair_t *kp,
+ * server_pub (Z85), in the ZeroMQ context of `share` (which must outlive
+ * it; NULL: its own). errbuf gets the reason of a failure. */
+int dmp__client_connect_keys(dmp_client_t *share, const char *address,
+                             const dmp__keypair_t *kp,
                              const char *server_pub, dmp_client_t **client_p,
                              char *errbuf, size_t errlen);
 
