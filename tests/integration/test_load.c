@@ -8,8 +8,9 @@
  *    is still answered meanwhile; the agent's RSS stays bounded and its
  *    descriptors come back once they are gone.
  *  - 1 M items of 100 bytes through one queue owned by node1 (a 1 MiB
- *    ring, about 8000 items), put by a process on node2, so every item
- *    goes through both agents: node2 forwards the pipelined puts, node1
+ *    ring, about 8000 items), put by a process on node2 without a direct
+ *    link (DMP_DIRECT=0), so every item goes through both agents: node2
+ *    forwards the pipelined puts, node1
  *    parks them while the ring is full. A slow consumer here takes them,
  *    and stops outright for a second three times (a stopped consumer).
  *    Both agents' RSS stays bounded (holding the items would take over
@@ -118,8 +119,12 @@ s_up(void **state)
     assert_dmp_ok(dmp_test_agent_new(s_t.sb, "node2", &s_t.node2));
     dmp_test_agent_add_peer(s_t.node1, s_t.node2);
     dmp_test_agent_add_peer(s_t.node2, s_t.node1);
+    /* The producer's puts go through its agent (no direct link: its agent
+     * passes DMP_DIRECT to it), the path where an agent relays them. */
+    setenv("DMP_DIRECT", "0", 1);
     assert_dmp_ok(dmp_test_agent_start(s_t.node1));
     assert_dmp_ok(dmp_test_agent_start(s_t.node2));
+    unsetenv("DMP_DIRECT");
     dmp_client_opts_t opts = {.address = s_t.node1->ipc_address};
     assert_dmp_ok(dmp_init_opts(&opts, NULL, 0));
     assert_dmp_ok(dmp_test_wait_alive(dmp_default_client(), 2, 10.0));
