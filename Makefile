@@ -45,6 +45,9 @@ BENCH    := $(patsubst tests/bench/%.c,$(B)/tests/bench/%,$(wildcard tests/bench
 EXAMPLES := $(patsubst libdmp/examples/%.c,$(B)/examples/%,$(wildcard libdmp/examples/*.c))
 # Shared objects for `dmp map MODULE.so:FUNC` (built without -ldmp).
 MODULES  := $(patsubst libdmp/examples/modules/%.c,$(B)/examples/%.so,$(wildcard libdmp/examples/modules/*.c))
+# test_clock's LD_PRELOAD library: built without sanitizers (a shared
+# object cannot carry their static runtimes), whatever CC says.
+SHIMS    := $(B)/tests/integration/clock_shift.so
 LIBA     := $(B)/lib/libdmp.a
 LIBSO    := $(B)/lib/libdmp.so
 
@@ -106,6 +109,10 @@ $(B)/examples/%: libdmp/examples/%.c $(LIBA)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIBA) $(PKG_LIBS)
 
+$(SHIMS): tests/integration/clock_shift.c
+	@mkdir -p $(@D)
+	$(firstword $(CC)) $(WARN) -O2 -shared -fPIC -o $@ $< -ldl
+
 $(B)/tests/%: tests/%.c $(SUP_OBJ) $(NODE_LIB) $(LIBA) $(wildcard tests/support/*.h)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Itests/support -Inode/dmpd -o $@ $< $(SUP_OBJ) $(NODE_LIB) $(LIBA) $(PKG_LIBS) $(CMOCKA) -lm
@@ -115,7 +122,7 @@ $(B)/tests/%: tests/%.c $(SUP_OBJ) $(NODE_LIB) $(LIBA) $(wildcard tests/support/
 SHTESTS := $(filter-out %/compose_test.sh,$(wildcard tests/integration/*.sh))
 
 test: deps
-	$(MAKE) all $(UNIT) $(INTEG)
+	$(MAKE) all $(UNIT) $(INTEG) $(SHIMS)
 	DMP_BUILD=$(B) tests/run.sh $(UNIT) $(INTEG) $(SHTESTS)
 
 test-deploy: all
@@ -124,7 +131,7 @@ test-deploy: all
 test-unit: all $(UNIT)
 	DMP_BUILD=$(B) tests/run.sh $(UNIT)
 
-test-integration: all $(INTEG)
+test-integration: all $(INTEG) $(SHIMS)
 	DMP_BUILD=$(B) tests/run.sh $(INTEG) $(SHTESTS)
 
 demo: deps
