@@ -372,7 +372,8 @@ struct node {
     uint64_t next_fwd;
     struct node_obj *objs;      /* queues and pipes we own */
     struct node_park *parked;   /* ring operations waiting for room/items */
-    double reoffer_at;          /* items offered to parked gets, not taken */
+    double reoffer_at;          /* retry parked operations then: items
+                                 * offered, not taken; 0 after a park */
     uint64_t next_obj;
     struct node_shobj *shobjs;  /* Values and Arrays we own */
     struct node_shpark *shparked; /* their operations waiting for a lock */

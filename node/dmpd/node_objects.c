@@ -464,8 +464,12 @@ node_objects_ring_op(node_t *node, const dmp__msg_t *req,
     while (*tail)
         tail = &(*tail)->next;
     *tail = p;
-    if (o->parked[ring]++ == 0)
+    if (o->parked[ring]++ == 0) {
         dmp__ring_set_notify(o->rings[ring], node->wake_path);
+        /* A put or get between s_try and here wrote no wake-up (the ring
+         * had no notify path yet): retry once this loop round is done. */
+        node->reoffer_at = 0;
+    }
 }
 
 static void
