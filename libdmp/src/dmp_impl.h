@@ -189,7 +189,10 @@ typedef enum {
     DMP__RING_HOLD_WRITER = 7,  /* a remote process holds a sending end */
     DMP__RING_PUT_BATCH = 8,    /* many items: u32 length + bytes each */
     DMP__RING_POLL = 9,         /* count 1 once a get would not block */
-    DMP__RING_OP_LAST = DMP__RING_POLL,
+    DMP__RING_PUT_PART = 10,    /* part of an item too big for a frame */
+    DMP__RING_PEEK = 11,        /* part of the oldest item, if still seq */
+    DMP__RING_TAKE = 12,        /* remove the oldest item, if still seq */
+    DMP__RING_OP_LAST = DMP__RING_TAKE,
 } dmp__ring_op_t;
 #define DMP__RING_NAME_MAX 128 /* "/dmp-NODE-INCARNATION-ID-RING" */
 
@@ -339,11 +342,16 @@ typedef struct {
             double timeout;
             uint32_t holder_pid;   /* hold/close writer: for this process */
             char owner[DMP__NAME_MAX]; /* hold for holder_pid at owner */
+            uint64_t offset;    /* PUT_PART, PEEK: where data starts */
+            uint64_t total;     /* PUT_PART: the whole item's size */
+            uint64_t seq;       /* PUT_PART: stage; PEEK, TAKE: item */
         } ring_op;
         struct {
             uint8_t *data;      /* owned on decode; borrowed on encode */
             size_t len;
             int64_t count;
+            uint64_t total;     /* > len: data is the item's first part */
+            uint64_t seq;       /* the item, for PEEK and TAKE */
         } ring_reply;
         struct {
             char typecode;      /* one of DMP__TYPECODES */
@@ -676,6 +684,18 @@ int dmp__ring_get(dmp__ring_t *ring, uint8_t **data_p, size_t *len_p,
  * larger, -EMSGSIZE with its size in *len_p, and the item stays. */
 int dmp__ring_get_max(dmp__ring_t *ring, uint8_t **data_p, size_t *len_p,
                       double timeout, size_t max);
+/* An item read in parts (by the owner's agent, for a getter elsewhere),
+ * never waiting: bytes offset .. offset + max of the oldest item, its
+ * size in *total_p. *seq_p names the item: 0 asks for whichever is
+ * oldest and is set to it; another value gives -ESTALE once that item is
+ * gone. DMP_EEMPTY when there is none. The item stays. */
+int dmp__ring_peek(dmp__ring_t *ring, uint64_t *seq_p, uint64_t offset,
+                   size_t max, uint8_t **data_p, size_t *len_p,
+                   uint64_t *total_p);
+/* Removes the oldest item if it is still seq: 0 or -ESTALE. */
+int dmp__ring_take(dmp__ring_t *ring, uint64_t seq);
+/* The largest item it accepts. */
+uint64_t dmp__ring_item_max(const dmp__ring_t *ring);
 /* Items queued now (Python's qsize, approximate by nature). */
 int64_t dmp__ring_count(dmp__ring_t *ring);
 /* JoinableQueue: every put adds an unfinished task; task_done removes one

@@ -539,11 +539,12 @@ s_ool_open(const dmp__ring_t *r, const s_ool_t *ool)
     return fd;
 }
 
+/* Reads len bytes of the payload from byte `from` on. */
 static int
-s_ool_read(int fd, uint8_t *buf, size_t len)
+s_ool_read(int fd, uint8_t *buf, size_t len, uint64_t from)
 {
     for (size_t off = 0; off < len;) {
-        ssize_t n = pread(fd, buf + off, len - off, (off_t)off);
+        ssize_t n = pread(fd, buf + off, len - off, (off_t)(from + off));
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
@@ -1024,6 +1025,58 @@ dmp__ring_get(dmp__ring_t *r, uint8_t **data_p, size_t *len_p,
     return dmp__ring_get_max(r, data_p, len_p, timeout, SIZE_MAX);
 }
 
+/* Reads the oldest record; every field is checked, the segment being
+ * outside input. Caller holds the lock and saw count > 0. *ns: the state
+ * with a WRAP record skipped; *size: the record's bytes in the area;
+ * *payload: its bytes (an s_ool_t for OOL). */
+static int
+s_head(dmp__ring_t *r, s_state_t *ns, s_rec_t *hd, uint64_t *size,
+       const uint8_t **payload)
+{
+    *ns = *s_state(r->hdr);
+    uint64_t pos = ns->head % r->cap;
+    memcpy(hd, r->data + pos, sizeof *hd);
+    if (hd->kind == S_REC_WRAP) {
+        ns->head += r->cap - pos;
+        pos = 0;
+        memcpy(hd, r->data, sizeof *hd);
+    }
+    uint64_t used = ns->tail - ns->head;
+    *size = sizeof *hd + s_pad8(hd->len);
+    bool bad = ns->head >= ns->tail || *size > used ||
+               *size > r->cap - pos ||
+               (hd->kind != S_REC_DATA && hd->kind != S_REC_OOL) ||
+               (hd->kind == S_REC_OOL && hd->len != sizeof(s_ool_t));
+    *payload = r->data + pos + sizeof *hd;
+    return bad ? DMP_EPROTO : 0;
+}
+
+/* Commits the removal of the head record (ns, size from s_head), unlocks
+ * and wakes whom it concerns. */
+static void
+s_remove_head(dmp__ring_t *r, s_state_t *ns, uint64_t size)
+{
+    s_hdr_t *h = r->hdr;
+    ns->head += size;
+    ns->count--;
+    s_commit(h, ns); /* the item is the taker's from here on */
+    S_HOOK("get-committed");
+    __atomic_add_fetch(&h->seq, 1, __ATOMIC_RELAXED);
+    bool wake_putter = s_signal(h, S_Q_NOT_FULL);
+    /* Pass a wake on while items remain (see put). */
+    bool wake_getter = ns->count > 0 && s_claim_wake(h, S_Q_NOT_EMPTY);
+    char notify[S_NOTIFY_MAX];
+    s_notify_path(h, notify);
+    s_unlock(r);
+
+    if (wake_putter)
+        s_futex_wake(&h->word[S_Q_NOT_FULL], 1);
+    if (wake_getter)
+        s_futex_wake(&h->word[S_Q_NOT_EMPTY], 1);
+    if (notify[0])
+        dmp__fifo_notify(notify);
+}
+
 int
 dmp__ring_get_max(dmp__ring_t *r, uint8_t **data_p, size_t *len_p,
                   double timeout, size_t max)
@@ -1055,27 +1108,14 @@ dmp__ring_get_max(dmp__ring_t *r, uint8_t **data_p, size_t *len_p,
             return rc == -ETIMEDOUT ? DMP_EEMPTY : rc;
     }
 
-    /* Read the oldest record; every field is checked, the segment being
-     * outside input. */
-    s_state_t ns = *s_state(h);
-    uint64_t pos = ns.head % r->cap;
+    s_state_t ns;
     s_rec_t hd;
-    memcpy(&hd, r->data + pos, sizeof hd);
-    if (hd.kind == S_REC_WRAP) {
-        ns.head += r->cap - pos;
-        pos = 0;
-        memcpy(&hd, r->data, sizeof hd);
-    }
-    uint64_t used = ns.tail - ns.head;
-    uint64_t size = sizeof hd + s_pad8(hd.len);
-    bool bad = ns.head >= ns.tail || size > used || size > r->cap - pos ||
-               (hd.kind != S_REC_DATA && hd.kind != S_REC_OOL) ||
-               (hd.kind == S_REC_OOL && hd.len != sizeof(s_ool_t));
-    if (bad) {
+    uint64_t size;
+    const uint8_t *payload;
+    if (s_head(r, &ns, &hd, &size, &payload) != 0) {
         s_unlock(r);
         return DMP_EPROTO;
     }
-    const uint8_t *payload = r->data + pos + sizeof hd;
     uint8_t *buf = NULL;
     size_t len = hd.len;
     int ool_fd = -1;
@@ -1118,31 +1158,14 @@ dmp__ring_get_max(dmp__ring_t *r, uint8_t **data_p, size_t *len_p,
             memcpy(buf, payload, len);
     }
     S_HOOK("get-copied");
-    ns.head += size;
-    ns.count--;
-    s_commit(h, &ns); /* the item is ours from here on */
-    S_HOOK("get-committed");
-    __atomic_add_fetch(&h->seq, 1, __ATOMIC_RELAXED);
-    bool wake_putter = s_signal(h, S_Q_NOT_FULL);
-    /* Pass a wake on while items remain (see put). */
-    bool wake_getter = ns.count > 0 && s_claim_wake(h, S_Q_NOT_EMPTY);
-    char notify[S_NOTIFY_MAX];
-    s_notify_path(h, notify);
-    s_unlock(r);
-
-    if (wake_putter)
-        s_futex_wake(&h->word[S_Q_NOT_FULL], 1);
-    if (wake_getter)
-        s_futex_wake(&h->word[S_Q_NOT_EMPTY], 1);
-    if (notify[0])
-        dmp__fifo_notify(notify);
+    s_remove_head(r, &ns, size);
 
     if (hd.kind == S_REC_OOL) {
         if (ool_fd >= 0) {
             /* Committed already: a crash here loses the item with the
              * process that took it, like any crash after a get returns;
              * its segment is a leftover for dmp__ring_unlink. */
-            rc = s_ool_read(ool_fd, buf, len);
+            rc = s_ool_read(ool_fd, buf, len, 0);
             close(ool_fd);
         }
         s_ool_remove(r, ool.id);
@@ -1153,6 +1176,104 @@ dmp__ring_get_max(dmp__ring_t *r, uint8_t **data_p, size_t *len_p,
     }
     *data_p = buf;
     *len_p = len;
+    return 0;
+}
+
+/* ---- an item read in parts, then taken -------------------------------- */
+
+/* Locks a ring that holds an item and finds its head: 0, DMP_EEMPTY when
+ * empty, -ESTALE when *seq_p (not 0) is no longer the head. The record's
+ * sequence number is its head counter + 1 (0 means "whichever is first").
+ * On 0 the lock is held. */
+static int
+s_lock_head(dmp__ring_t *r, uint64_t *seq_p, s_state_t *ns, s_rec_t *hd,
+            uint64_t *size, const uint8_t **payload)
+{
+    s_deadline_t dl = s_deadline(0);
+    int rc = s_lock(r, &dl);
+    if (rc != 0)
+        return rc == -ETIMEDOUT ? -EAGAIN : rc;
+    if (s_state(r->hdr)->count <= 0) {
+        s_unlock(r);
+        return *seq_p ? -ESTALE : DMP_EEMPTY;
+    }
+    if (s_head(r, ns, hd, size, payload) != 0) {
+        s_unlock(r);
+        return DMP_EPROTO;
+    }
+    if (*seq_p && *seq_p != ns->head + 1) {
+        s_unlock(r);
+        return -ESTALE;
+    }
+    *seq_p = ns->head + 1;
+    return 0;
+}
+
+int
+dmp__ring_peek(dmp__ring_t *r, uint64_t *seq_p, uint64_t offset, size_t max,
+               uint8_t **data_p, size_t *len_p, uint64_t *total_p)
+{
+    assert(r && seq_p && data_p && len_p && total_p);
+    s_state_t ns;
+    s_rec_t hd;
+    uint64_t size;
+    const uint8_t *payload;
+    int rc = s_lock_head(r, seq_p, &ns, &hd, &size, &payload);
+    if (rc != 0)
+        return rc;
+    s_ool_t ool = {0, hd.len};
+    if (hd.kind == S_REC_OOL)
+        memcpy(&ool, payload, sizeof ool);
+    if (ool.size > r->item_max || offset > ool.size) {
+        s_unlock(r);
+        return offset > ool.size ? -EINVAL : DMP_EPROTO;
+    }
+    size_t n = ool.size - offset < max ? (size_t)(ool.size - offset) : max;
+    uint8_t *buf = dmp__malloc(n ? n : 1);
+    if (!buf) {
+        s_unlock(r);
+        return -ENOMEM;
+    }
+    int fd = -1;
+    if (hd.kind == S_REC_OOL)
+        rc = fd = s_ool_open(r, &ool);
+    else
+        memcpy(buf, payload + offset, n);
+    s_unlock(r);
+    /* The segment stays readable through fd even if a taker unlinks it. */
+    if (fd >= 0) {
+        rc = s_ool_read(fd, buf, n, offset);
+        close(fd);
+    }
+    if (rc < 0) {
+        dmp__free(buf);
+        return rc;
+    }
+    *data_p = buf;
+    *len_p = n;
+    *total_p = ool.size;
+    return 0;
+}
+
+int
+dmp__ring_take(dmp__ring_t *r, uint64_t seq)
+{
+    assert(r);
+    if (seq == 0)
+        return -EINVAL;
+    s_state_t ns;
+    s_rec_t hd;
+    uint64_t size;
+    const uint8_t *payload;
+    int rc = s_lock_head(r, &seq, &ns, &hd, &size, &payload);
+    if (rc != 0)
+        return rc == DMP_EEMPTY ? -ESTALE : rc;
+    s_ool_t ool = {0, 0};
+    if (hd.kind == S_REC_OOL)
+        memcpy(&ool, payload, sizeof ool);
+    s_remove_head(r, &ns, size);
+    if (hd.kind == S_REC_OOL)
+        s_ool_remove(r, ool.id);
     return 0;
 }
 
@@ -1279,6 +1400,13 @@ dmp__ring_seq(dmp__ring_t *r)
 {
     assert(r);
     return __atomic_load_n(&r->hdr->seq, __ATOMIC_ACQUIRE);
+}
+
+uint64_t
+dmp__ring_item_max(const dmp__ring_t *r)
+{
+    assert(r);
+    return r->item_max;
 }
 
 int

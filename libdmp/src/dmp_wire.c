@@ -279,6 +279,9 @@ dmp__wire_encode(const dmp__msg_t *msg, uint8_t **buf_p, size_t *len_p)
         rop.timeout = msg->u.ring_op.timeout;
         rop.holder_pid = msg->u.ring_op.holder_pid;
         rop.owner = (char *)msg->u.ring_op.owner;
+        rop.offset = msg->u.ring_op.offset;
+        rop.total = msg->u.ring_op.total;
+        rop.seq = msg->u.ring_op.seq;
         env.body_case = DMPWIRE__ENVELOPE__BODY_RING_OP;
         env.ring_op = &rop;
         break;
@@ -286,6 +289,8 @@ dmp__wire_encode(const dmp__msg_t *msg, uint8_t **buf_p, size_t *len_p)
         rrep.data.data = msg->u.ring_reply.data;
         rrep.data.len = msg->u.ring_reply.len;
         rrep.count = msg->u.ring_reply.count;
+        rrep.total = msg->u.ring_reply.total;
+        rrep.seq = msg->u.ring_reply.seq;
         env.body_case = DMPWIRE__ENVELOPE__BODY_RING_REPLY;
         env.ring_reply = &rrep;
         break;
@@ -663,6 +668,14 @@ s_from_envelope(const Dmpwire__Envelope *env, dmp__msg_t *msg)
         msg->u.ring_op.op = o->op;
         msg->u.ring_op.timeout = o->timeout;
         msg->u.ring_op.holder_pid = o->holder_pid;
+        msg->u.ring_op.offset = o->offset;
+        msg->u.ring_op.total = o->total;
+        msg->u.ring_op.seq = o->seq;
+        /* A part lies inside its item; a stage has a number. */
+        if (o->op == DMP__RING_PUT_PART &&
+            (o->seq == 0 || o->offset > o->total ||
+             o->data.len > o->total - o->offset))
+            return DMP_EPROTO;
         /* A hold for another process names it. */
         if (!s_copy_name(msg->u.ring_op.owner, o->owner, true) ||
             (msg->u.ring_op.owner[0] &&
@@ -674,6 +687,11 @@ s_from_envelope(const Dmpwire__Envelope *env, dmp__msg_t *msg)
     case DMPWIRE__ENVELOPE__BODY_RING_REPLY:
         msg->kind = DMP__MSG_RING_REPLY;
         msg->u.ring_reply.count = env->ring_reply->count;
+        msg->u.ring_reply.total = env->ring_reply->total;
+        msg->u.ring_reply.seq = env->ring_reply->seq;
+        if (env->ring_reply->total &&
+            env->ring_reply->data.len > env->ring_reply->total)
+            return DMP_EPROTO;
         return s_copy_bytes(&msg->u.ring_reply.data, &msg->u.ring_reply.len,
                             &env->ring_reply->data, DMP__WIRE_MAX);
     case DMPWIRE__ENVELOPE__BODY_SHARED_NEW: {

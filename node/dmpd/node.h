@@ -276,6 +276,20 @@ double node_objects_next_deadline(node_t *node);
 int node_objects_open(node_t *node);
 void node_objects_close(node_t *node);
 
+/* ---- items crossing hosts in parts (node_stage.c) --------------------- */
+/* Adds a PUT_PART of ring `ring` of object obj from `from`: 1 while the
+ * item is incomplete, 0 with the whole item (owned) in *item_p, or an
+ * error (the stage is gone). */
+int node_stage_part(node_t *node, const char *from, uint64_t obj,
+                    uint32_t ring, uint64_t item_max, const dmp__msg_t *req,
+                    uint8_t **item_p, size_t *len_p);
+/* Drops stages without a part for a while. */
+void node_stage_tick(node_t *node);
+/* Drops the stages of a lost peer (and its jobs), or, peer NULL, of an
+ * object that is gone. */
+void node_stage_forget(node_t *node, const char *peer, uint64_t obj);
+void node_stage_close(node_t *node);
+
 /* ---- Values and Arrays (node_shared.c) ------------------------------- */
 /* A new one: replies with an ObjInfo naming its segment, or an Error. */
 void node_shared_new(node_t *node, const dmp__msg_t *req, dmp__msg_t *rep);
@@ -375,6 +389,8 @@ struct node {
     double reoffer_at;          /* retry parked operations then: items
                                  * offered, not taken; 0 after a park */
     uint64_t next_obj;
+    struct node_stage *stages;  /* items arriving in parts (node_stage.c) */
+    uint64_t staged;            /* bytes they hold */
     struct node_shobj *shobjs;  /* Values and Arrays we own */
     struct node_shpark *shparked; /* their operations waiting for a lock */
     struct node_hold *holds;    /* pipe ends our processes hold elsewhere */

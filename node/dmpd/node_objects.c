@@ -220,16 +220,16 @@ node_objects_new(node_t *node, const dmp__msg_t *req, dmp__msg_t *rep)
                      DMP__RING_NAME_MAX);
 }
 
-/* Answers a parked or immediate operation. */
+/* Answers a parked or immediate operation. `total` > len: data is the
+ * first part of item `seq`, whose rest the getter peeks for. */
 static void
 s_reply(const node_sub_t *to, uint64_t id, int rc, uint8_t *data, size_t len,
-        int64_t count)
+        int64_t count, uint64_t total, uint64_t seq)
 {
     dmp__msg_t rep = {0};
-    if (rc == -EMSGSIZE && len) {
-        dmp__msg_error(&rep, id, rc, "the next item is %zu bytes, more than "
-                       "%u can cross hosts; it stays for getters on the "
-                       "owner's host", len, DMP__REMOTE_ITEM_MAX);
+    if (rc == -ENOBUFS) {
+        dmp__msg_error(&rep, id, rc, "items arriving in parts fill this "
+                       "node's staging memory; try again later");
     } else if (rc) {
         dmp__msg_error(&rep, id, rc, "%s", dmp_strerror(rc));
     } else {
@@ -239,6 +239,8 @@ s_reply(const node_sub_t *to, uint64_t id, int rc, uint8_t *data, size_t len,
         rep.u.ring_reply.data = data;
         rep.u.ring_reply.len = len;
         rep.u.ring_reply.count = count;
+        rep.u.ring_reply.total = total;
+        rep.u.ring_reply.seq = seq;
     }
     node_send_to(to, &rep); /* borrowed data: no msg_clear */
 }
@@ -281,6 +283,7 @@ s_try(const node_sub_t *from, uint64_t req_id, struct node_obj *o,
     uint8_t *item = NULL;
     size_t item_len = 0;
     int64_t count = 0;
+    uint64_t total = 0, seq = 0;
     int rc;
     switch (op) {
     case DMP__RING_PUT:
@@ -294,11 +297,15 @@ s_try(const node_sub_t *from, uint64_t req_id, struct node_obj *o,
             return 1;
         break;
     case DMP__RING_GET:
-        /* An item that a frame cannot carry stays for getters on this
-         * host; the remote getter is told its size. */
         rc = dmp__ring_get_max(r, &item, &item_len, 0, DMP__REMOTE_ITEM_MAX);
         if (rc == DMP_EEMPTY && may_wait)
             return 1;
+        /* An item a frame cannot carry stays: the getter is sent its
+         * first part and peeks for the rest, then takes it (if nobody
+         * took it meanwhile), so it leaves the ring only whole. */
+        if (rc == -EMSGSIZE)
+            rc = dmp__ring_peek(r, &seq, 0, DMP__REMOTE_ITEM_MAX, &item,
+                                &item_len, &total);
         break;
     case DMP__RING_COUNT:
         count = dmp__ring_count(r);
@@ -324,9 +331,27 @@ s_try(const node_sub_t *from, uint64_t req_id, struct node_obj *o,
     default: /* hold and close writer: node_objects_ring_op */
         rc = -EINVAL;
     }
-    s_reply(from, req_id, rc, item, item_len, count);
+    s_reply(from, req_id, rc, item, item_len, count, total, seq);
     dmp__free(item);
     return 0;
+}
+
+/* The rest of an item too big for a frame: PEEK a part, TAKE it whole. */
+static void
+s_part_op(const node_sub_t *from, uint64_t req_id, dmp__ring_t *r,
+          const dmp__msg_t *req)
+{
+    uint64_t seq = req->u.ring_op.seq, total = 0;
+    uint8_t *part = NULL;
+    size_t len = 0;
+    int rc = req->u.ring_op.op == DMP__RING_TAKE
+                 ? dmp__ring_take(r, seq)
+                 : seq == 0 ? -EINVAL
+                            : dmp__ring_peek(r, &seq, req->u.ring_op.offset,
+                                             DMP__REMOTE_ITEM_MAX, &part, &len,
+                                             &total);
+    s_reply(from, req_id, rc, part, len, 0, total, seq);
+    dmp__free(part);
 }
 
 static struct node_rwriter *
@@ -399,6 +424,7 @@ s_writer_op(struct node_obj *o, uint32_t ring, const dmp__msg_t *req,
 void
 node_objects_peer_lost(node_t *node, const char *peer)
 {
+    node_stage_forget(node, peer, 0);
     for (struct node_obj *o = node->objs; o; o = o->next) {
         struct node_rwriter *next;
         for (struct node_rwriter *w = o->rwriters; w; w = next) {
@@ -420,45 +446,69 @@ node_objects_ring_op(node_t *node, const dmp__msg_t *req,
     struct node_obj *o = s_find(node, req->u.ring_op.obj);
     uint32_t ring = req->u.ring_op.ring;
     if (!o || ring >= o->n_rings) {
-        s_reply(from, req->id, -EBADF, NULL, 0, 0);
+        s_reply(from, req->id, -EBADF, NULL, 0, 0, 0, 0);
         return;
     }
     if (req->u.ring_op.op == DMP__RING_HOLD_WRITER ||
         req->u.ring_op.op == DMP__RING_CLOSE_WRITER) {
-        s_reply(from, req->id, s_writer_op(o, ring, req, sender), NULL, 0, 0);
+        s_reply(from, req->id, s_writer_op(o, ring, req, sender), NULL, 0, 0,
+                0, 0);
         return;
+    }
+    uint32_t op = req->u.ring_op.op;
+    if (op == DMP__RING_PEEK || op == DMP__RING_TAKE) {
+        s_part_op(from, req->id, o->rings[ring], req);
+        return;
+    }
+    const uint8_t *data = req->u.ring_op.data;
+    size_t len = req->u.ring_op.len;
+    uint8_t *whole = NULL; /* an item put in parts, now complete */
+    if (op == DMP__RING_PUT_PART) {
+        int rc = node_stage_part(node, sender, o->id, ring,
+                                 dmp__ring_item_max(o->rings[ring]), req,
+                                 &whole, &len);
+        if (rc != 0) { /* a part staged (1), or the item refused */
+            s_reply(from, req->id, rc > 0 ? 0 : rc, NULL, 0, 0, 0, 0);
+            return;
+        }
+        op = DMP__RING_PUT;
+        data = whole;
     }
     double timeout = req->u.ring_op.timeout;
     bool may_wait = timeout != 0 && !(timeout > 0 && timeout < 1e-9);
     size_t done = 0;
-    if (!s_try(from, req->id, o, ring, req->u.ring_op.op, req->u.ring_op.data,
-               req->u.ring_op.len, may_wait, &done))
+    if (!s_try(from, req->id, o, ring, op, data, len, may_wait, &done)) {
+        dmp__free(whole);
         return;
+    }
     unsigned n = 0;
     for (struct node_park *p = node->parked; p; p = p->next)
         n++;
     struct node_park *p = n < PARKED_MAX ? dmp__calloc(1, sizeof *p) : NULL;
+    if (p && len && !whole) {
+        p->data = dmp__malloc(len);
+        if (p->data) {
+            memcpy(p->data, data, len);
+        } else {
+            dmp__free(p);
+            p = NULL;
+        }
+    }
     if (!p) {
-        s_reply(from, req->id, -ENOMEM, NULL, 0, 0);
+        dmp__free(whole);
+        s_reply(from, req->id, -ENOMEM, NULL, 0, 0, 0, 0);
         return;
     }
     p->from = *from;
     p->req_id = req->id;
     p->obj = o;
     p->ring = ring;
-    p->op = req->u.ring_op.op;
+    p->op = op;
     p->deadline = timeout < 0 ? INFINITY : dmp__now() + timeout;
     p->done = done;
-    if (req->u.ring_op.len) {
-        p->data = dmp__malloc(req->u.ring_op.len);
-        if (!p->data) {
-            dmp__free(p);
-            s_reply(from, req->id, -ENOMEM, NULL, 0, 0);
-            return;
-        }
-        memcpy(p->data, req->u.ring_op.data, req->u.ring_op.len);
-        p->len = req->u.ring_op.len;
-    }
+    if (whole)
+        p->data = whole;
+    p->len = len;
     /* Oldest first: append, so that waiters are served in order. */
     struct node_park **tail = &node->parked;
     while (*tail)
@@ -501,7 +551,7 @@ s_offer(struct node_park *p)
     if (n > 0 && p->obj->offered[p->ring] >= n)
         return false;
     p->obj->offered[p->ring]++;
-    s_reply(&p->from, p->req_id, -EAGAIN, NULL, 0, 0);
+    s_reply(&p->from, p->req_id, -EAGAIN, NULL, 0, 0, 0, 0);
     return true;
 }
 
@@ -561,13 +611,14 @@ node_objects_release(node_t *node, const dmp__msg_t *req, dmp__msg_t *rep)
         /* Parked operations on it fail: the object is gone. */
         for (struct node_park **pp = &node->parked; *pp;) {
             if ((*pp)->obj == o) {
-                s_reply(&(*pp)->from, (*pp)->req_id, -EBADF, NULL, 0, 0);
+                s_reply(&(*pp)->from, (*pp)->req_id, -EBADF, NULL, 0, 0, 0, 0);
                 s_unpark(pp);
             } else {
                 pp = &(*pp)->next;
             }
         }
         *op = o->next;
+        node_stage_forget(node, NULL, o->id);
         s_destroy(o);
         rep->kind = DMP__MSG_OK;
         return;
@@ -581,6 +632,7 @@ node_objects_close(node_t *node)
 {
     while (node->parked)
         s_unpark(&node->parked);
+    node_stage_close(node);
     while (node->objs) {
         struct node_obj *o = node->objs;
         node->objs = o->next;

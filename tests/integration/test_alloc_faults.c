@@ -499,6 +499,46 @@ test_remote_queue_put_get_fail_cleanly(void **state)
     dmp_value_t *extra = NULL;
     assert_dmp_err(dmp_queue_get(q, &extra, 0.5), DMP_EEMPTY); /* no dup */
     dmp_value_destroy(&item);
+
+    /* An item larger than a frame: put in parts, got in parts. */
+    size_t big = (2u << 20) + 12345;
+    uint8_t *bytes = malloc(big);
+    assert_non_null(bytes);
+    for (size_t k = 0; k < big; k++)
+        bytes[k] = (uint8_t)(k * 7 + (k >> 13));
+    for (long n = 1;; n++) {
+        assert_true(n < LOOP_MAX);
+        s_arm(n);
+        int rc = dmp_queue_put_bytes(q, bytes, big, 5.0);
+        bool faulted = s_disarm(n);
+        if (rc == 0)
+            break;
+        assert_true(faulted);
+        s_faults++;
+        if (!s_is_oom(rc))
+            FAULT_LOOP_FAIL("remote dmp_queue_put_bytes of 2 MiB", n, rc);
+    }
+    for (long n = 1;; n++) {
+        assert_true(n < LOOP_MAX);
+        void *got = NULL;
+        size_t len = 0;
+        s_arm(n);
+        int rc = dmp_queue_get_bytes(q, &got, &len, 5.0);
+        bool faulted = s_disarm(n);
+        if (rc == 0) {
+            assert_int_equal(len, big);
+            assert_memory_equal(got, bytes, big);
+            dmp_free(got);
+            break;
+        }
+        assert_true(faulted);
+        s_faults++;
+        assert_null(got);
+        if (!s_is_oom(rc))
+            FAULT_LOOP_FAIL("remote dmp_queue_get_bytes of 2 MiB", n, rc);
+    }
+    free(bytes);
+    assert_dmp_err(dmp_queue_get(q, &extra, 0.5), DMP_EEMPTY); /* no dup */
     dmp_queue_destroy(&q);
     dmp_value_t *go = dmp_none();
     assert_dmp_ok(dmp_queue_put(done, go, 5.0));

@@ -681,6 +681,93 @@ test_ring_get_max_leaves_a_bigger_item_in_place(void **state)
     s_destroy(&ring, name);
 }
 
+/* Reads the whole oldest item in parts of `part` bytes with peek. */
+static uint8_t *
+s_peek_all(dmp__ring_t *ring, uint64_t *seq, size_t part, uint64_t *total)
+{
+    uint8_t *all = NULL;
+    uint64_t off = 0;
+    do {
+        uint8_t *data = NULL;
+        size_t len = 0;
+        assert_ok(dmp__ring_peek(ring, seq, off, part, &data, &len, total));
+        assert_true(len <= part);
+        if (!all)
+            all = malloc(*total ? *total : 1);
+        memcpy(all + off, data, len);
+        dmp__free(data);
+        off += len;
+    } while (off < *total);
+    return all;
+}
+
+/* peek reads an item in parts without taking it, inline and out of line;
+ * take removes it only while it is still the one named. */
+static void
+test_ring_peek_reads_parts_and_take_removes_the_named_item(void **state)
+{
+    (void)state;
+    char name[96];
+    s_name(name, sizeof name, "peek");
+    dmp__ring_t *ring = s_create(name, 1 << 20, 0);
+    uint64_t seq = 0, total = 0;
+    uint8_t *data = NULL;
+    size_t len = 0;
+    assert_int_equal(dmp__ring_peek(ring, &seq, 0, 10, &data, &len, &total),
+                     DMP_EEMPTY);
+    uint8_t item[1000];
+    s_item_fill(5, item, sizeof item);
+    size_t big_len = 3u << 20; /* out of line */
+    uint8_t *big = malloc(big_len);
+    assert_non_null(big);
+    s_item_fill(6, big, big_len);
+    assert_ok(dmp__ring_put(ring, item, sizeof item, 0));
+    assert_ok(dmp__ring_put(ring, big, big_len, 0));
+
+    uint8_t *got = s_peek_all(ring, &seq, 300, &total);
+    assert_int_equal(total, sizeof item);
+    assert_memory_equal(got, item, sizeof item);
+    free(got);
+    assert_int_equal(dmp__ring_count(ring), 2);
+    uint64_t first = seq;
+    assert_int_equal(dmp__ring_take(ring, first + 8), -ESTALE);
+    assert_ok(dmp__ring_take(ring, first));
+    assert_int_equal(dmp__ring_take(ring, first), -ESTALE);
+    uint64_t stale = first;
+    assert_int_equal(dmp__ring_peek(ring, &stale, 0, 10, &data, &len,
+                                    &total), -ESTALE);
+
+    seq = 0;
+    got = s_peek_all(ring, &seq, 1u << 20, &total);
+    assert_true(seq != first);
+    assert_int_equal(total, big_len);
+    assert_memory_equal(got, big, big_len);
+    free(got);
+    assert_int_equal(dmp__ring_peek(ring, &seq, big_len + 1, 10, &data, &len,
+                                    &total), -EINVAL);
+    /* Another getter takes it meanwhile: the reader's next part is stale. */
+    uint8_t *taken = NULL;
+    assert_ok(dmp__ring_get(ring, &taken, &len, 0));
+    assert_int_equal(len, big_len);
+    dmp__free(taken);
+    assert_int_equal(dmp__ring_peek(ring, &seq, 0, 10, &data, &len, &total),
+                     -ESTALE);
+    assert_int_equal(dmp__ring_take(ring, seq), -ESTALE);
+    assert_int_equal(s_ool_entries(name), 0);
+
+    /* take of an out-of-line item removes its segment too. */
+    assert_ok(dmp__ring_put(ring, big, big_len, 0));
+    assert_int_equal(s_ool_entries(name), 1);
+    seq = 0;
+    assert_ok(dmp__ring_peek(ring, &seq, 0, 10, &data, &len, &total));
+    dmp__free(data);
+    assert_ok(dmp__ring_take(ring, seq));
+    assert_int_equal(s_ool_entries(name), 0);
+    assert_int_equal(dmp__ring_count(ring), 0);
+    free(big);
+    s_destroy(&ring, name);
+}
+
 static void
 test_ring_unlink_removes_out_of_line_leftovers(void **state)
 {
@@ -1662,6 +1749,7 @@ main(int argc, char **argv)
         T(test_ring_streams_random_sizes_between_processes),
         T(test_ring_big_item_goes_out_of_line_and_back),
         T(test_ring_get_max_leaves_a_bigger_item_in_place),
+        T(test_ring_peek_reads_parts_and_take_removes_the_named_item),
         T(test_ring_unlink_removes_out_of_line_leftovers),
         T(test_ring_delivers_each_item_exactly_once_4x4),
         T(test_ring_recovers_from_a_process_killed_holding_the_lock),

@@ -1090,6 +1090,56 @@ test_wire_ring_op_holder_fields(void **state)
     dmp__msg_clear(&got);
 }
 
+/* An item in parts: a part lies inside its item and its stage has a
+ * number; a reply's first part is not larger than the item it is of. */
+static void
+test_wire_ring_op_part_fields(void **state)
+{
+    (void)state;
+    uint8_t part[100] = {1, 2, 3};
+    dmp__msg_t msg, got;
+    memset(&msg, 0, sizeof msg);
+    msg.kind = DMP__MSG_RING_OP;
+    msg.u.ring_op.obj = 7;
+    msg.u.ring_op.op = DMP__RING_PUT_PART;
+    msg.u.ring_op.data = part;
+    msg.u.ring_op.len = sizeof part;
+    msg.u.ring_op.seq = UINT64_MAX;
+    msg.u.ring_op.offset = 900;
+    msg.u.ring_op.total = 1000;
+    assert_int_equal(s_encode_decode(&msg, &got), 0);
+    assert_int_equal(got.u.ring_op.seq, UINT64_MAX);
+    assert_int_equal(got.u.ring_op.offset, 900);
+    assert_int_equal(got.u.ring_op.total, 1000);
+    assert_int_equal(got.u.ring_op.len, sizeof part);
+    assert_memory_equal(got.u.ring_op.data, part, sizeof part);
+    dmp__msg_clear(&got);
+    dmp__msg_t bad = msg;
+    bad.u.ring_op.seq = 0;
+    s_assert_rejected(&bad);
+    bad = msg;
+    bad.u.ring_op.offset = 901; /* runs past the end */
+    s_assert_rejected(&bad);
+    bad = msg;
+    bad.u.ring_op.offset = UINT64_MAX;
+    s_assert_rejected(&bad);
+
+    dmp__msg_t rep;
+    memset(&rep, 0, sizeof rep);
+    rep.kind = DMP__MSG_RING_REPLY;
+    rep.u.ring_reply.data = part;
+    rep.u.ring_reply.len = sizeof part;
+    rep.u.ring_reply.total = 64u << 20;
+    rep.u.ring_reply.seq = 42;
+    assert_int_equal(s_encode_decode(&rep, &got), 0);
+    assert_int_equal(got.u.ring_reply.total, 64u << 20);
+    assert_int_equal(got.u.ring_reply.seq, 42);
+    dmp__msg_clear(&got);
+    bad = rep;
+    bad.u.ring_reply.total = sizeof part - 1;
+    s_assert_rejected(&bad);
+}
+
 /* A Direct message carries, for each op, its fields and no others. */
 static void
 test_wire_direct_fields(void **state)
@@ -1289,6 +1339,7 @@ main(void)
         cmocka_unit_test(test_wire_msg_error_fills_an_error_message),
         cmocka_unit_test(test_wire_round_trips_shared_messages),
         cmocka_unit_test(test_wire_ring_op_holder_fields),
+        cmocka_unit_test(test_wire_ring_op_part_fields),
         cmocka_unit_test(test_wire_direct_fields),
         cmocka_unit_test(test_wire_rejects_bad_shared_fields),
         cmocka_unit_test(test_wire_kind_names),
