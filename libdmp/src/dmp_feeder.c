@@ -9,6 +9,13 @@
  * buffer makes put wait (memory stays bounded); a full ring makes the
  * batch wait at the owner, and so, in turn, the next put here.
  *
+ * A pipe's send is not buffered (at_once): as a Python send writes into
+ * its socket before it returns, ours leaves for the owner before put
+ * returns, so what a process sent reaches the reader even if it is killed
+ * right after. Up to a window of batches (DMP__FEEDER_WINDOW_BATCHES, and
+ * WINDOW_BYTES) may be on their way at once, all on one connection; the
+ * owner puts them in order (node_objects.c). A full window makes put wait.
+ *
  * An error the owner gave a batch (an item over its item_max, the owner
  * gone) is reported by the next call on the feeder. The reply callback
  * runs on the client's I/O thread, never with a caller's lock held.
@@ -20,10 +27,12 @@
 
 /* A batch fills at most this much of a frame. */
 #define BATCH_MAX (DMP__WIRE_MAX / 2)
+/* Bytes of at_once batches on their way at most. */
+#define WINDOW_BYTES (2 * DMP__WIRE_MAX)
 
 void
 dmp__feeder_init(dmp__feeder_t *f, const char *node, uint64_t id,
-                 uint32_t ring)
+                 uint32_t ring, bool at_once)
 {
     memset(f, 0, sizeof *f);
     pthread_mutex_init(&f->mx, NULL);
@@ -31,6 +40,7 @@ dmp__feeder_init(dmp__feeder_t *f, const char *node, uint64_t id,
     dmp__strlcpy(f->node, node, sizeof f->node);
     f->id = id;
     f->ring = ring;
+    f->at_once = at_once;
     f->client = dmp_default_client();
 }
 
@@ -48,14 +58,16 @@ static void s_batch_done(int rc, const dmp__msg_t *rep, void *arg);
 /* Sends the buffered items as one batch. Caller holds f->mx. Out of
  * memory: the items stay buffered, for the next put or flush to send
  * (nothing a put accepted is dropped); another error becomes the
- * feeder's, reported by the next call. `choose`: a caller's thread, which
- * may pick (or make) a direct link to the owner; a reply's callback sends
- * the next batch the way the last one went. */
+ * feeder's, reported by the next call. The first batch of a run, sent
+ * from a caller's thread (`choose`), may pick (or make) a direct link to
+ * the owner; the others go the way it went, so that they arrive in order,
+ * and so does one sent from a reply's callback (making a link there would
+ * wait for a reply on the thread that reads it). */
 static int
 s_send_locked(dmp__feeder_t *f, bool choose)
 {
     dmp_client_t *via = f->via ? f->via : f->client;
-    if (choose) {
+    if (choose && f->inflight == 0) {
         dmp_client_t *link = dmp__direct_client(f->node);
         via = link ? link : f->client;
     }
@@ -74,13 +86,16 @@ s_send_locked(dmp__feeder_t *f, bool choose)
                  : -EBADF;
     if (rc == -ENOMEM)
         return rc;
+    size_t sent = f->len;
     f->len = 0; /* encoded by now: the buffer can fill again */
     if (rc) {
         if (!f->error)
             f->error = rc;
         return rc;
     }
-    f->inflight = true;
+    f->sizes[(f->oldest + f->inflight) % DMP__FEEDER_WINDOW_BATCHES] = sent;
+    f->inflight++;
+    f->inflight_bytes += sent;
     f->via = via;
     return 0;
 }
@@ -92,19 +107,38 @@ s_batch_done(int rc, const dmp__msg_t *rep, void *arg)
     (void)rep;
     dmp__feeder_t *f = arg;
     pthread_mutex_lock(&f->mx);
-    f->inflight = false;
+    /* Answers come in the order the batches went (one connection, put in
+     * order); a lost connection answers them all. */
+    if (f->inflight) {
+        f->inflight_bytes -= f->sizes[f->oldest];
+        f->oldest = (f->oldest + 1) % DMP__FEEDER_WINDOW_BATCHES;
+        f->inflight--;
+    }
     if (rc && !f->error)
         f->error = rc;
-    if (f->len && rc != DMP_ENODE)
-        s_send_locked(f, false);
-    else if (rc == DMP_ENODE)
+    if (rc == DMP_ENODE) {
         f->len = 0; /* the connection is gone: nothing can carry it */
-    if (rc == DMP_ENODE && f->via != f->client) {
-        dmp__direct_lost(f->node, f->via); /* the next batch makes one */
-        f->via = NULL;
+        if (f->via != f->client && f->inflight == 0) {
+            dmp__direct_lost(f->node, f->via); /* the next makes one */
+            f->via = NULL;
+        }
+    } else if (f->len && f->inflight == 0) {
+        s_send_locked(f, false);
     }
     pthread_cond_broadcast(&f->cv);
     pthread_mutex_unlock(&f->mx);
+}
+
+/* Whether put must wait before it adds len bytes. */
+static bool
+s_must_wait(const dmp__feeder_t *f, size_t len)
+{
+    if (f->error || f->inflight == 0)
+        return false;
+    if (f->at_once)
+        return f->inflight == DMP__FEEDER_WINDOW_BATCHES ||
+               f->inflight_bytes + 4 + len > WINDOW_BYTES;
+    return f->len + 4 + len > BATCH_MAX;
 }
 
 int
@@ -113,7 +147,7 @@ dmp__feeder_put(dmp__feeder_t *f, const void *data, size_t len)
     if (len + 4 > BATCH_MAX)
         return -EMSGSIZE; /* across hosts an item is one frame */
     pthread_mutex_lock(&f->mx);
-    while (f->inflight && f->len + 4 + len > BATCH_MAX && !f->error)
+    while (s_must_wait(f, len))
         pthread_cond_wait(&f->cv, &f->mx);
     int rc = f->error;
     f->error = 0;
@@ -135,7 +169,8 @@ dmp__feeder_put(dmp__feeder_t *f, const void *data, size_t len)
             p[i] = (uint8_t)(len >> (8 * i));
         memcpy(p + 4, data, len);
         f->len += 4 + len;
-        if (!f->inflight && s_send_locked(f, true) == -ENOMEM) {
+        if ((f->at_once || f->inflight == 0) &&
+            s_send_locked(f, true) == -ENOMEM) {
             f->len -= 4 + len; /* not sent: this put did not happen */
             rc = -ENOMEM;
         }
@@ -149,7 +184,9 @@ dmp__feeder_flush(dmp__feeder_t *f)
 {
     pthread_mutex_lock(&f->mx);
     /* Items a send lacked the memory for are still here: send them. */
-    int rc = !f->inflight && f->len ? s_send_locked(f, true) : 0;
+    int rc = f->len && (f->at_once || f->inflight == 0)
+                 ? s_send_locked(f, true)
+                 : 0;
     if (rc == -ENOMEM) {
         pthread_mutex_unlock(&f->mx);
         return rc;

@@ -345,6 +345,7 @@ typedef struct {
             uint64_t offset;    /* PUT_PART, PEEK: where data starts */
             uint64_t total;     /* PUT_PART: the whole item's size */
             uint64_t seq;       /* PUT_PART: stage; PEEK, TAKE: item */
+            bool died;          /* CLOSE_WRITER for a dead holder */
         } ring_op;
         struct {
             uint8_t *data;      /* owned on decode; borrowed on encode */
@@ -609,29 +610,38 @@ int dmp__obj_ring_name_get(const uint8_t *p, size_t room,
                            char name[DMP__RING_NAME_MAX]);
 
 /* ---- Pipelined puts to an owner on another host (dmp_feeder.c) ------- */
-/* Python's feeder thread, for queues and pipe ends whose ring is not
- * mapped here: put buffers the item and returns; batches go to the owner
- * one at a time; an error of a batch is reported by the next call. */
+/* Python's feeder thread, for queues whose ring is not mapped here: put
+ * buffers the item and returns; batches go to the owner one at a time; an
+ * error of a batch is reported by the next call. A pipe's sends are not
+ * buffered (`at_once`): each goes out before put returns, several may be
+ * on their way, and a full window makes put wait, as a full socket buffer
+ * makes a Python send wait; what a process sent then outlives it. */
+#define DMP__FEEDER_WINDOW_BATCHES 64
 typedef struct {
     pthread_mutex_t mx;
     pthread_cond_t cv;      /* a batch completed */
     char node[DMP__NAME_MAX];
     uint64_t id;
     uint32_t ring;
+    bool at_once;           /* send each item before put returns (pipes) */
     dmp_client_t *client;   /* not dmp_default_client() at each call:
                              * replies run while dmp_fini holds its lock */
-    dmp_client_t *via;      /* what carried the last batch: client, or a
-                             * direct link (dmp_direct.c) */
+    dmp_client_t *via;      /* what carries the batches in flight: client,
+                             * or a direct link (dmp_direct.c) */
     uint8_t *buf;           /* items waiting to go: u32 len + bytes */
     size_t len, cap;
-    bool inflight;          /* a batch is at the owner */
+    unsigned inflight;      /* batches sent, not answered yet */
+    size_t inflight_bytes;
+    size_t sizes[DMP__FEEDER_WINDOW_BATCHES]; /* theirs, oldest first */
+    unsigned oldest;        /* index of the oldest in sizes */
     int error;              /* first failure of a batch, reported once */
 } dmp__feeder_t;
 
 void dmp__feeder_init(dmp__feeder_t *f, const char *node, uint64_t id,
-                      uint32_t ring);
+                      uint32_t ring, bool at_once);
 void dmp__feeder_fini(dmp__feeder_t *f);
-/* 0 once buffered; -EMSGSIZE over half a frame; an earlier batch's error. */
+/* 0 once buffered (sent, when at_once); -EMSGSIZE over half a frame; an
+ * earlier batch's error. */
 int dmp__feeder_put(dmp__feeder_t *f, const void *data, size_t len);
 /* Waits until every item put reached the owner: 0 or a batch's error. */
 int dmp__feeder_flush(dmp__feeder_t *f);

@@ -155,7 +155,7 @@ s_attach(dmp_conn_t *c)
     if (!dmp__obj_is_local(c->node) && !s_open_rings(c)) {
         if (send < 0)
             return 0;
-        dmp__feeder_init(&c->feeder, c->node, c->id, (uint32_t)send);
+        dmp__feeder_init(&c->feeder, c->node, c->id, (uint32_t)send, true);
         c->feeding = true;
         return s_owner_op(c, (uint32_t)send,
                                 DMP__RING_HOLD_WRITER, NULL, 0, 0, NULL, NULL,

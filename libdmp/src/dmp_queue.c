@@ -118,7 +118,7 @@ s_decode_handle(const uint8_t *buf, size_t len, dmp_queue_t *q)
 static void
 s_attach(dmp_queue_t *q)
 {
-    dmp__feeder_init(&q->feeder, q->node, q->id, 0);
+    dmp__feeder_init(&q->feeder, q->node, q->id, 0, false);
     q->attached = true;
     pthread_mutex_lock(&s_lock);
     for (size_t i = 0; i < sizeof s_open / sizeof s_open[0]; i++)

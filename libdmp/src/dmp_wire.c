@@ -282,6 +282,7 @@ dmp__wire_encode(const dmp__msg_t *msg, uint8_t **buf_p, size_t *len_p)
         rop.offset = msg->u.ring_op.offset;
         rop.total = msg->u.ring_op.total;
         rop.seq = msg->u.ring_op.seq;
+        rop.died = msg->u.ring_op.died;
         env.body_case = DMPWIRE__ENVELOPE__BODY_RING_OP;
         env.ring_op = &rop;
         break;
@@ -671,6 +672,9 @@ s_from_envelope(const Dmpwire__Envelope *env, dmp__msg_t *msg)
         msg->u.ring_op.offset = o->offset;
         msg->u.ring_op.total = o->total;
         msg->u.ring_op.seq = o->seq;
+        msg->u.ring_op.died = o->died;
+        if (o->died && o->op != DMP__RING_CLOSE_WRITER)
+            return DMP_EPROTO;
         /* A part lies inside its item; a stage has a number. */
         if (o->op == DMP__RING_PUT_PART &&
             (o->seq == 0 || o->offset > o->total ||

@@ -148,6 +148,7 @@ s_gone(node_t *node, struct node_hold *h)
             req.u.ring_op.ring = h->ring;
             req.u.ring_op.op = DMP__RING_CLOSE_WRITER;
             req.u.ring_op.holder_pid = (uint32_t)h->pid;
+            req.u.ring_op.died = true;
             node_route_forward(node, peer, &nobody, &req);
         }
     }

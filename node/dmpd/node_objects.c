@@ -26,6 +26,9 @@
 #define OBJECTS_MAX 4096
 #define PARKED_MAX 65536
 #define REOFFER_S 0.02
+/* A dead holder's close waits this long for what it sent over its direct
+ * link, a connection of its own, which its node's close did not follow. */
+#define LINK_DRAIN_S 0.1
 
 /* A process elsewhere holding a pipe's sending end: we hold the ring in
  * our name once per hold it made. `from` is who sent the holds: a peer
@@ -53,6 +56,8 @@ struct node_obj {
     int64_t offered[DMP__OBJ_RINGS_MAX];  /* this retry pass: items told */
 };
 
+/* An operation waiting here: a put for room, a get for an item, a join,
+ * or the close of a dead holder's end for what it sent to arrive. */
 struct node_park {
     struct node_park *next;
     node_sub_t from;
@@ -60,10 +65,13 @@ struct node_park {
     struct node_obj *obj;
     uint32_t ring;
     uint32_t op;
+    char sender[DMP__NAME_MAX]; /* who asked: its puts go in order */
+    uint32_t pid;    /* a close: whose */
+    bool behind;     /* a put parked behind an earlier one of its sender */
     uint8_t *data;   /* put: the item, owned */
     size_t len;
     size_t done;     /* put batch: bytes of data already put */
-    double deadline; /* monotonic; INFINITY: none */
+    double deadline; /* monotonic; INFINITY: none; a close: when due */
 };
 
 static struct node_obj *
@@ -389,6 +397,21 @@ s_rwriter_drop(struct node_obj *o, struct node_rwriter *w)
     dmp__free(w);
 }
 
+/* Closes one hold of process pid (of sender) on ring. */
+static void
+s_writer_close(struct node_obj *o, uint32_t ring, const char *sender,
+               uint32_t pid)
+{
+    struct node_rwriter *w = s_rwriter(o, sender, pid, ring, false);
+    /* Nothing held: closed for it already (its node was lost). */
+    if (w && w->holds > 0) {
+        w->holds--;
+        dmp__ring_close_writer(o->rings[ring]);
+    }
+    if (w && w->holds == 0)
+        s_rwriter_drop(o, w);
+}
+
 /* A hold or close of a sending end by a process elsewhere, or a hold for
  * a child of this host from its start (RingOp.owner: us). */
 static int
@@ -400,17 +423,11 @@ s_writer_op(struct node_obj *o, uint32_t ring, const dmp__msg_t *req,
     if (req->u.ring_op.owner[0])
         return dmp__ring_hold_writer_for(r, (pid_t)pid);
     bool hold = req->u.ring_op.op == DMP__RING_HOLD_WRITER;
-    struct node_rwriter *w = s_rwriter(o, sender, pid, ring, hold);
     if (!hold) {
-        /* Nothing held: closed for it already (its node was lost). */
-        if (w && w->holds > 0) {
-            w->holds--;
-            dmp__ring_close_writer(r);
-        }
-        if (w && w->holds == 0)
-            s_rwriter_drop(o, w);
+        s_writer_close(o, ring, sender, pid);
         return 0;
     }
+    struct node_rwriter *w = s_rwriter(o, sender, pid, ring, true);
     if (!w)
         return -ENOMEM;
     int rc = dmp__ring_hold_writer(r);
@@ -439,6 +456,71 @@ node_objects_peer_lost(node_t *node, const char *peer)
     }
 }
 
+static bool
+s_is_put(uint32_t op)
+{
+    return op == DMP__RING_PUT || op == DMP__RING_PUT_BATCH;
+}
+
+/* Whether a put of sender to o's ring is parked before `upto` (NULL: at
+ * all). A sender's batches may be on their way several at once (a pipe's
+ * sends, dmp_feeder.c): each waits behind the ones before it. */
+static bool
+s_put_parked(node_t *node, struct node_obj *o, uint32_t ring,
+             const char *sender, const struct node_park *upto)
+{
+    for (struct node_park *q = node->parked; q && q != upto; q = q->next)
+        if (q->obj == o && q->ring == ring && s_is_put(q->op) &&
+            (!sender || strcmp(q->sender, sender) == 0))
+            return true;
+    return false;
+}
+
+/* Appends an operation to the parked ones (oldest first, so that waiters
+ * are served in order). Takes `owned` (data, or NULL: data is copied).
+ * NULL when out of memory or when too many wait. */
+static struct node_park *
+s_park(node_t *node, struct node_obj *o, uint32_t ring, uint32_t op,
+       const node_sub_t *from, uint64_t req_id, const char *sender,
+       const uint8_t *data, uint8_t *owned, size_t len)
+{
+    unsigned n = 0;
+    struct node_park **tail = &node->parked;
+    for (; *tail; tail = &(*tail)->next)
+        n++;
+    struct node_park *p = n < PARKED_MAX ? dmp__calloc(1, sizeof *p) : NULL;
+    if (p && len && !owned) {
+        owned = dmp__malloc(len);
+        if (owned) {
+            memcpy(owned, data, len);
+        } else {
+            dmp__free(p);
+            p = NULL;
+        }
+    }
+    if (!p) {
+        dmp__free(owned);
+        return NULL;
+    }
+    p->from = *from;
+    p->req_id = req_id;
+    p->obj = o;
+    p->ring = ring;
+    p->op = op;
+    dmp__strlcpy(p->sender, sender, sizeof p->sender);
+    p->data = owned;
+    p->len = len;
+    *tail = p;
+    /* A dead holder's close only waits for time; the rest for the ring. */
+    if (op != DMP__RING_CLOSE_WRITER && o->parked[ring]++ == 0) {
+        dmp__ring_set_notify(o->rings[ring], node->wake_path);
+        /* A put or get between s_try and here wrote no wake-up (the ring
+         * had no notify path yet): retry once this loop round is done. */
+        node->reoffer_at = 0;
+    }
+    return p;
+}
+
 void
 node_objects_ring_op(node_t *node, const dmp__msg_t *req,
                      const node_sub_t *from, const char *sender)
@@ -449,13 +531,26 @@ node_objects_ring_op(node_t *node, const dmp__msg_t *req,
         s_reply(from, req->id, -EBADF, NULL, 0, 0, 0, 0);
         return;
     }
-    if (req->u.ring_op.op == DMP__RING_HOLD_WRITER ||
-        req->u.ring_op.op == DMP__RING_CLOSE_WRITER) {
+    uint32_t op = req->u.ring_op.op;
+    if (op == DMP__RING_CLOSE_WRITER && req->u.ring_op.died) {
+        /* Its node saw it die; what it sent over its own link may still
+         * be on its way, or parked here: EOF only after that. */
+        struct node_park *p =
+            s_park(node, o, ring, op, from, req->id, sender, NULL, NULL, 0);
+        if (p) {
+            p->pid = req->u.ring_op.holder_pid;
+            p->deadline = dmp__now() + LINK_DRAIN_S;
+        } else {
+            s_writer_close(o, ring, sender, req->u.ring_op.holder_pid);
+        }
+        s_reply(from, req->id, 0, NULL, 0, 0, 0, 0); /* for nobody */
+        return;
+    }
+    if (op == DMP__RING_HOLD_WRITER || op == DMP__RING_CLOSE_WRITER) {
         s_reply(from, req->id, s_writer_op(o, ring, req, sender), NULL, 0, 0,
                 0, 0);
         return;
     }
-    uint32_t op = req->u.ring_op.op;
     if (op == DMP__RING_PEEK || op == DMP__RING_TAKE) {
         s_part_op(from, req->id, o->rings[ring], req);
         return;
@@ -477,49 +572,26 @@ node_objects_ring_op(node_t *node, const dmp__msg_t *req,
     double timeout = req->u.ring_op.timeout;
     bool may_wait = timeout != 0 && !(timeout > 0 && timeout < 1e-9);
     size_t done = 0;
-    if (!s_try(from, req->id, o, ring, op, data, len, may_wait, &done)) {
+    bool behind = s_is_put(op) && s_put_parked(node, o, ring, sender, NULL);
+    if (behind && !may_wait) {
+        dmp__free(whole);
+        s_reply(from, req->id, DMP_EFULL, NULL, 0, 0, 0, 0);
+        return;
+    }
+    if (!behind &&
+        !s_try(from, req->id, o, ring, op, data, len, may_wait, &done)) {
         dmp__free(whole);
         return;
     }
-    unsigned n = 0;
-    for (struct node_park *p = node->parked; p; p = p->next)
-        n++;
-    struct node_park *p = n < PARKED_MAX ? dmp__calloc(1, sizeof *p) : NULL;
-    if (p && len && !whole) {
-        p->data = dmp__malloc(len);
-        if (p->data) {
-            memcpy(p->data, data, len);
-        } else {
-            dmp__free(p);
-            p = NULL;
-        }
-    }
+    struct node_park *p =
+        s_park(node, o, ring, op, from, req->id, sender, data, whole, len);
     if (!p) {
-        dmp__free(whole);
         s_reply(from, req->id, -ENOMEM, NULL, 0, 0, 0, 0);
         return;
     }
-    p->from = *from;
-    p->req_id = req->id;
-    p->obj = o;
-    p->ring = ring;
-    p->op = op;
     p->deadline = timeout < 0 ? INFINITY : dmp__now() + timeout;
     p->done = done;
-    if (whole)
-        p->data = whole;
-    p->len = len;
-    /* Oldest first: append, so that waiters are served in order. */
-    struct node_park **tail = &node->parked;
-    while (*tail)
-        tail = &(*tail)->next;
-    *tail = p;
-    if (o->parked[ring]++ == 0) {
-        dmp__ring_set_notify(o->rings[ring], node->wake_path);
-        /* A put or get between s_try and here wrote no wake-up (the ring
-         * had no notify path yet): retry once this loop round is done. */
-        node->reoffer_at = 0;
-    }
+    p->behind = behind;
 }
 
 static void
@@ -527,7 +599,7 @@ s_unpark(struct node_park **pp)
 {
     struct node_park *p = *pp;
     *pp = p->next;
-    if (--p->obj->parked[p->ring] == 0)
+    if (p->op != DMP__RING_CLOSE_WRITER && --p->obj->parked[p->ring] == 0)
         dmp__ring_set_notify(p->obj->rings[p->ring], "");
     dmp__free(p->data);
     dmp__free(p);
@@ -568,6 +640,20 @@ node_objects_retry(node_t *node)
     for (struct node_park **pp = &node->parked; *pp;) {
         struct node_park *p = *pp;
         bool expired = now >= p->deadline;
+        if (p->op == DMP__RING_CLOSE_WRITER) { /* below */
+            pp = &p->next;
+            continue;
+        }
+        /* A put behind an earlier one of its sender waits for it. */
+        if (p->behind && s_put_parked(node, p->obj, p->ring, p->sender, p)) {
+            if (expired) {
+                s_reply(&p->from, p->req_id, DMP_EFULL, NULL, 0, 0, 0, 0);
+                s_unpark(pp);
+            } else {
+                pp = &p->next;
+            }
+            continue;
+        }
         /* Only queues: a pipe end has one reader, whose death leaves
          * nobody else to read the message, and a recv across hosts would
          * pay a second round trip. */
@@ -588,6 +674,18 @@ node_objects_retry(node_t *node)
         }
         pp = &p->next;
     }
+    /* A dead holder's close, once due and once no put to its ring waits
+     * here (what it sent may be among them). */
+    for (struct node_park **pp = &node->parked; *pp;) {
+        struct node_park *p = *pp;
+        if (p->op == DMP__RING_CLOSE_WRITER && now >= p->deadline &&
+            !s_put_parked(node, p->obj, p->ring, NULL, NULL)) {
+            s_writer_close(p->obj, p->ring, p->sender, p->pid);
+            s_unpark(pp);
+        } else {
+            pp = &p->next;
+        }
+    }
 }
 
 double
@@ -596,7 +694,11 @@ node_objects_next_deadline(node_t *node)
     double next = node->parked ? node->reoffer_at : INFINITY;
     double now = dmp__now();
     for (struct node_park *p = node->parked; p; p = p->next)
-        if (p->deadline < next)
+        /* A due close that waits for parked puts: their progress
+         * retries, not time. */
+        if (p->deadline < next &&
+            !(p->op == DMP__RING_CLOSE_WRITER && p->deadline <= now &&
+              s_put_parked(node, p->obj, p->ring, NULL, NULL)))
             next = p->deadline;
     return isinf(next) ? 1.0 : (next > now ? next - now : 0);
 }
