@@ -1091,7 +1091,8 @@ test_wire_ring_op_holder_fields(void **state)
 }
 
 /* An item in parts: a part lies inside its item and its stage has a
- * number; a reply's first part is not larger than the item it is of. */
+ * number; a reply's first part is not larger than the item it is of. And
+ * the mark of a dead holder's close. */
 static void
 test_wire_ring_op_part_fields(void **state)
 {
@@ -1137,6 +1138,20 @@ test_wire_ring_op_part_fields(void **state)
     dmp__msg_clear(&got);
     bad = rep;
     bad.u.ring_reply.total = sizeof part - 1;
+    s_assert_rejected(&bad);
+
+    /* A dead holder's close is marked so; nothing else may be. */
+    dmp__msg_t close;
+    memset(&close, 0, sizeof close);
+    close.kind = DMP__MSG_RING_OP;
+    close.u.ring_op.op = DMP__RING_CLOSE_WRITER;
+    close.u.ring_op.holder_pid = 42;
+    close.u.ring_op.died = true;
+    assert_int_equal(s_encode_decode(&close, &got), 0);
+    assert_true(got.u.ring_op.died);
+    dmp__msg_clear(&got);
+    bad = close;
+    bad.u.ring_op.op = DMP__RING_PUT;
     s_assert_rejected(&bad);
 }
 
