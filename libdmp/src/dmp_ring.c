@@ -84,6 +84,12 @@
  * attached yet; the child's own hold_writer takes it over. */
 #define S_HOLD_RESERVED 0x80000000u
 #define S_SPIN_WAIT 1000 /* pause loops watching a futex word (~40 us) */
+/* After this many spins in a row that did not see the word move (the
+ * other side is slow: a process elsewhere, through the agent), waits
+ * sleep at once, spinning again only every S_SPIN_PROBE-th time: on a
+ * busy machine a spin takes the CPU that the other side needs. */
+#define S_SPIN_MISSES 4
+#define S_SPIN_PROBE 16
 #define S_SPIN_LOCK 200  /* trylock attempts before sleeping on the mutex */
 
 enum {
@@ -171,6 +177,7 @@ struct dmp__ring {
     uint64_t inline_max; /* largest record (header + padded payload) kept
                           * in the ring */
     char name[S_NAME_MAX + 1];
+    unsigned spin_misses; /* waits in a row a spin did not end (atomic) */
 };
 
 /* Test hook: called (when set) at named points of put and get while the
@@ -372,14 +379,21 @@ s_wait(dmp__ring_t *r, int q, const s_deadline_t *d, bool *spun)
     s_hdr_t *h = r->hdr;
     uint32_t *word = &h->word[q];
     uint32_t seen = __atomic_load_n(word, __ATOMIC_RELAXED);
-    if (!*spun && dmp__multi_cpu()) {
+    unsigned misses = __atomic_load_n(&r->spin_misses, __ATOMIC_RELAXED);
+    bool spin = misses < S_SPIN_MISSES || misses % S_SPIN_PROBE == 0;
+    if (!*spun && dmp__multi_cpu() && !spin)
+        __atomic_store_n(&r->spin_misses, misses + 1, __ATOMIC_RELAXED);
+    if (!*spun && dmp__multi_cpu() && spin) {
         *spun = true;
         s_unlock(r);
-        for (int i = 0; i < S_SPIN_WAIT; i++) {
-            if (__atomic_load_n(word, __ATOMIC_ACQUIRE) != seen)
-                break;
-            dmp__cpu_relax();
+        bool moved = false;
+        for (int i = 0; i < S_SPIN_WAIT && !moved; i++) {
+            moved = __atomic_load_n(word, __ATOMIC_ACQUIRE) != seen;
+            if (!moved)
+                dmp__cpu_relax();
         }
+        __atomic_store_n(&r->spin_misses, moved ? 0 : misses + 1,
+                         __ATOMIC_RELAXED);
         return s_lock(r, d);
     }
     *spun = false;
