@@ -283,8 +283,8 @@ void node_objects_close(node_t *node);
 int node_stage_part(node_t *node, const char *from, uint64_t obj,
                     uint32_t ring, uint64_t item_max, const dmp__msg_t *req,
                     uint8_t **item_p, size_t *len_p);
-/* Drops stages without a part for a while. */
-void node_stage_tick(node_t *node);
+/* Drops stages without a part for a while (now: dmp__now()). */
+void node_stage_tick(node_t *node, double now);
 /* Drops the stages of a lost peer (and its jobs), or, peer NULL, of an
  * object that is gone. */
 void node_stage_forget(node_t *node, const char *peer, uint64_t obj);

@@ -620,7 +620,7 @@ node_run(node_t *node)
                 node_objects_retry(node);
             node_shared_tick(node);
             node_holds_tick(node);
-            node_stage_tick(node);
+            node_stage_tick(node, dmp__now());
             next_tick = dmp__now() + node->cfg.heartbeat;
         }
         node_fdguard_check(node); /* before libzmq's accept runs out */

@@ -41,6 +41,16 @@ s_drop(node_t *node, struct node_stage **sp)
     dmp__free(s);
 }
 
+/* Where the stage of (from, seq) is linked, or the list's end. */
+static struct node_stage **
+s_find(node_t *node, const char *from, uint64_t seq)
+{
+    struct node_stage **sp = &node->stages;
+    while (*sp && !((*sp)->seq == seq && strcmp((*sp)->from, from) == 0))
+        sp = &(*sp)->next;
+    return sp;
+}
+
 int
 node_stage_part(node_t *node, const char *from, uint64_t obj, uint32_t ring,
                 uint64_t item_max, const dmp__msg_t *req, uint8_t **item_p,
@@ -49,11 +59,11 @@ node_stage_part(node_t *node, const char *from, uint64_t obj, uint32_t ring,
     uint64_t seq = req->u.ring_op.seq;
     uint64_t offset = req->u.ring_op.offset;
     uint64_t total = req->u.ring_op.total;
-    struct node_stage **sp = &node->stages;
-    while (*sp && !((*sp)->seq == seq && strcmp((*sp)->from, from) == 0))
-        sp = &(*sp)->next;
-    if (*sp && offset == 0)
+    struct node_stage **sp = s_find(node, from, seq);
+    if (*sp && offset == 0) {
         s_drop(node, sp); /* started over */
+        sp = s_find(node, from, seq);
+    }
     struct node_stage *s = *sp;
     if (!s) {
         if (offset != 0)
@@ -99,9 +109,8 @@ node_stage_part(node_t *node, const char *from, uint64_t obj, uint32_t ring,
 }
 
 void
-node_stage_tick(node_t *node)
+node_stage_tick(node_t *node, double now)
 {
-    double now = dmp__now();
     for (struct node_stage **sp = &node->stages; *sp;) {
         if (now - (*sp)->touched > STAGE_IDLE_S) {
             debug_f("dropping a part-sent item of %s (%llu of %llu bytes): "
