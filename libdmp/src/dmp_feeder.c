@@ -9,12 +9,14 @@
  * buffer makes put wait (memory stays bounded); a full ring makes the
  * batch wait at the owner, and so, in turn, the next put here.
  *
- * A pipe's send is not buffered (at_once): as a Python send writes into
- * its socket before it returns, ours leaves for the owner before put
- * returns, so what a process sent reaches the reader even if it is killed
- * right after. Up to a window of batches (DMP__FEEDER_WINDOW_BATCHES, and
- * WINDOW_BYTES) may be on their way at once, all on one connection; the
- * owner puts them in order (node_objects.c). A full window makes put wait.
+ * A pipe's send (at_once) leaves for the owner before put returns, as a
+ * Python send writes into its socket, so what a process sent reaches the
+ * reader even if it is killed right after: up to a window of batches
+ * (DMP__FEEDER_WINDOW_BATCHES, and WINDOW_BYTES) may be on their way at
+ * once, all on one connection, and the owner puts them in order
+ * (node_objects.c). Only a sender faster than the window buffers, as a
+ * queue does: what it sends meanwhile goes as one batch when the next
+ * answer comes.
  *
  * An error the owner gave a batch (an item over its item_max, the owner
  * gone) is reported by the next call on the feeder. The reply callback
@@ -51,6 +53,24 @@ dmp__feeder_fini(dmp__feeder_t *f)
     pthread_mutex_destroy(&f->mx);
     dmp__free(f->buf);
     f->buf = NULL;
+}
+
+/* Whether another batch may go now (else the buffer waits for an
+ * answer). Caller holds f->mx. */
+static bool
+s_window_open(const dmp__feeder_t *f)
+{
+    if (f->inflight == 0)
+        return true;
+    return f->at_once && f->inflight < DMP__FEEDER_WINDOW_BATCHES &&
+           f->inflight_bytes + f->len <= WINDOW_BYTES;
+}
+
+/* Whether put must wait before it adds len bytes: the buffer is full. */
+static bool
+s_must_wait(const dmp__feeder_t *f, size_t len)
+{
+    return !f->error && f->inflight > 0 && f->len + 4 + len > BATCH_MAX;
 }
 
 static void s_batch_done(int rc, const dmp__msg_t *rep, void *arg);
@@ -122,23 +142,11 @@ s_batch_done(int rc, const dmp__msg_t *rep, void *arg)
             dmp__direct_lost(f->node, f->via); /* the next makes one */
             f->via = NULL;
         }
-    } else if (f->len && f->inflight == 0) {
+    } else if (f->len && s_window_open(f)) {
         s_send_locked(f, false);
     }
     pthread_cond_broadcast(&f->cv);
     pthread_mutex_unlock(&f->mx);
-}
-
-/* Whether put must wait before it adds len bytes. */
-static bool
-s_must_wait(const dmp__feeder_t *f, size_t len)
-{
-    if (f->error || f->inflight == 0)
-        return false;
-    if (f->at_once)
-        return f->inflight == DMP__FEEDER_WINDOW_BATCHES ||
-               f->inflight_bytes + 4 + len > WINDOW_BYTES;
-    return f->len + 4 + len > BATCH_MAX;
 }
 
 int
@@ -169,8 +177,7 @@ dmp__feeder_put(dmp__feeder_t *f, const void *data, size_t len)
             p[i] = (uint8_t)(len >> (8 * i));
         memcpy(p + 4, data, len);
         f->len += 4 + len;
-        if ((f->at_once || f->inflight == 0) &&
-            s_send_locked(f, true) == -ENOMEM) {
+        if (s_window_open(f) && s_send_locked(f, true) == -ENOMEM) {
             f->len -= 4 + len; /* not sent: this put did not happen */
             rc = -ENOMEM;
         }
@@ -184,9 +191,7 @@ dmp__feeder_flush(dmp__feeder_t *f)
 {
     pthread_mutex_lock(&f->mx);
     /* Items a send lacked the memory for are still here: send them. */
-    int rc = f->len && (f->at_once || f->inflight == 0)
-                 ? s_send_locked(f, true)
-                 : 0;
+    int rc = f->len && s_window_open(f) ? s_send_locked(f, true) : 0;
     if (rc == -ENOMEM) {
         pthread_mutex_unlock(&f->mx);
         return rc;

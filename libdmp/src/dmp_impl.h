@@ -612,10 +612,10 @@ int dmp__obj_ring_name_get(const uint8_t *p, size_t room,
 /* ---- Pipelined puts to an owner on another host (dmp_feeder.c) ------- */
 /* Python's feeder thread, for queues whose ring is not mapped here: put
  * buffers the item and returns; batches go to the owner one at a time; an
- * error of a batch is reported by the next call. A pipe's sends are not
- * buffered (`at_once`): each goes out before put returns, several may be
- * on their way, and a full window makes put wait, as a full socket buffer
- * makes a Python send wait; what a process sent then outlives it. */
+ * error of a batch is reported by the next call. A pipe's sends go out
+ * before put returns (`at_once`), up to a window of batches on their way,
+ * so that what a process sent outlives it; only a sender faster than the
+ * window buffers (and a full buffer makes put wait). */
 #define DMP__FEEDER_WINDOW_BATCHES 64
 typedef struct {
     pthread_mutex_t mx;
@@ -623,7 +623,7 @@ typedef struct {
     char node[DMP__NAME_MAX];
     uint64_t id;
     uint32_t ring;
-    bool at_once;           /* send each item before put returns (pipes) */
+    bool at_once;           /* a window of batches, not one (pipes) */
     dmp_client_t *client;   /* not dmp_default_client() at each call:
                              * replies run while dmp_fini holds its lock */
     dmp_client_t *via;      /* what carries the batches in flight: client,
@@ -640,8 +640,8 @@ typedef struct {
 void dmp__feeder_init(dmp__feeder_t *f, const char *node, uint64_t id,
                       uint32_t ring, bool at_once);
 void dmp__feeder_fini(dmp__feeder_t *f);
-/* 0 once buffered (sent, when at_once); -EMSGSIZE over half a frame; an
- * earlier batch's error. */
+/* 0 once sent or buffered; -EMSGSIZE over half a frame; an earlier
+ * batch's error. */
 int dmp__feeder_put(dmp__feeder_t *f, const void *data, size_t len);
 /* Waits until every item put reached the owner: 0 or a batch's error. */
 int dmp__feeder_flush(dmp__feeder_t *f);

@@ -16,6 +16,10 @@
  *       node (the second in dmp_nodes); the pipe is this node's, so the
  *       child's sends and receives cross to the owner over its direct
  *       link (dmp_direct.c)
+ *   pipe_stream_remote_64B_rate  msg/s, a child on that node sends
+ *       200000 messages of 64 B as fast as it can, this process receives
+ *       them (bench_queue's zmq_curve_pushpull_64B_rate is the raw
+ *       reference)
  *   zmq_curve_reqrep_rtt_64B_{median,p99}  us, raw ZeroMQ REQ -> REP over
  *       tcp on 127.0.0.1 with CURVE, to a child of this binary: the
  *       reference for the remote round trip
@@ -45,6 +49,7 @@
 #define BULK_SIZE (1u << 20)
 #define BULK_COUNT 300  /* messages per bulk run */
 #define BULK_RUNS 3     /* the median is reported */
+#define STREAM_COUNT 200000 /* 64 B messages from another node */
 #define PAYLOAD 64
 
 enum { MODE_BYTES = 0, MODE_STR = 1 };
@@ -323,30 +328,34 @@ s_pipe_rtt(const char *name, const char *node, int mode, int rounds)
 }
 
 /* One bulk run: MB/s, or -1. */
+/* A child on `node` sends count messages of size bytes as fast as it can;
+ * this process receives them. Messages per second from the "go" to the
+ * last one (so process start is outside), or -1. */
 static double
-s_bulk_run(void)
+s_stream_run(const char *node, size_t size, long count)
 {
     s_child_t ch;
-    if (s_start("bulk_sender", "local", dmp_int(BULK_SIZE),
-                dmp_int(BULK_COUNT), &ch))
+    if (s_start("bulk_sender", node, dmp_int((int64_t)size),
+                dmp_int(count), &ch))
         return -1;
     dmp_conn_t *c = ch.mine;
     double t0 = s_now_us();
     int rc = dmp_conn_send_bytes(c, "go", 0, 2);
-    for (long i = 0; rc == 0 && i < BULK_COUNT; i++) {
+    for (long i = 0; rc == 0 && i < count; i++) {
         void *data = NULL;
         size_t len = 0;
         rc = dmp_conn_recv_bytes(c, &data, &len);
-        if (rc == 0 && len != BULK_SIZE)
+        if (rc == 0 && len != size)
             rc = -EPROTO;
         dmp_free(data);
     }
     double took = s_now_us() - t0;
     if (rc)
-        fprintf(stderr, "bench_pipe: bulk: %s\n", dmp_strerror(rc));
+        fprintf(stderr, "bench_pipe: stream from %s: %s\n", node,
+                dmp_strerror(rc));
     if (s_finish(&ch) || rc)
         return -1;
-    return (double)BULK_COUNT * BULK_SIZE / took; /* bytes/us = MB/s */
+    return (double)count / took * 1e6;
 }
 
 /* Raw CURVE REQ (here, the CURVE server, bound) -> REP (a local child). */
@@ -445,7 +454,8 @@ main(void)
     double bw[BULK_RUNS];
     bool ok = true;
     for (int i = 0; i < BULK_RUNS && ok; i++)
-        ok = (bw[i] = s_bulk_run()) > 0;
+        ok = (bw[i] = s_stream_run("local", BULK_SIZE, BULK_COUNT) *
+                      BULK_SIZE / 1e6) > 0;
     if (ok) {
         qsort(bw, BULK_RUNS, sizeof bw[0], s_cmp);
         printf("pipe_bulk_1MiB_bw %.1f MB/s\n", bw[BULK_RUNS / 2]);
@@ -460,6 +470,11 @@ main(void)
                dmp_current_node());
         failures += s_pipe_rtt("pipe_rtt_remote_64B", other, MODE_BYTES,
                                REMOTE_ROUNDS) != 0;
+        double rate = s_stream_run(other, PAYLOAD, STREAM_COUNT);
+        if (rate > 0)
+            printf("pipe_stream_remote_64B_rate %.0f msg/s\n", rate);
+        else
+            failures++;
     } else {
         printf("# no second node alive: pipe_rtt_remote_64B skipped\n");
     }
