@@ -21,8 +21,9 @@
  *       them (bench_queue's zmq_curve_pushpull_64B_rate is the raw
  *       reference)
  *   zmq_curve_reqrep_rtt_64B_{median,p99}  us, raw ZeroMQ REQ -> REP over
- *       tcp on 127.0.0.1 with CURVE, to a child of this binary: the
- *       reference for the remote round trip
+ *       tcp on 127.0.0.1 with CURVE (with DMP_BENCH_HOST, to a child on
+ *       the other node, at this host's address), to a child of this
+ *       binary: the reference for the remote round trip
  *
  * Prints `name value unit` lines; never judges the numbers. Exits 1 only
  * when an operation failed.
@@ -42,6 +43,8 @@
 #include <string.h>
 #include <time.h>
 #include <zmq.h>
+
+#include "bench_common.h"
 
 #define WARMUP 200      /* round trips before measuring */
 #define ROUNDS 2000     /* measured round trips, as py_pipe_rtt.py */
@@ -374,9 +377,12 @@ s_zmq_op(void *arg)
     return 0;
 }
 
+
 static int
 s_zmq_rtt(void)
 {
+    char bind[128], node[256];
+    s_raw_where(bind, node);
     char pub[41], sec[41], ep[256];
     size_t eplen = sizeof ep;
     if (zmq_curve_keypair(pub, sec))
@@ -389,12 +395,12 @@ s_zmq_rtt(void)
              zmq_setsockopt(z.s, ZMQ_CURVE_SECRETKEY, sec, 40) ||
              zmq_setsockopt(z.s, ZMQ_RCVTIMEO, &timeout, sizeof timeout) ||
              zmq_setsockopt(z.s, ZMQ_LINGER, &zero, sizeof zero) ||
-             zmq_bind(z.s, "tcp://127.0.0.1:*") ||
+             zmq_bind(z.s, bind) ||
              zmq_getsockopt(z.s, ZMQ_LAST_ENDPOINT, ep, &eplen);
     dmp_value_t *args = rc ? NULL : dmp_list_of(2, dmp_str(ep), dmp_str(pub));
     dmp_process_t *p = NULL;
     dmp_process_opts_t o = {.target = "zmq_echo", .args = args,
-                            .node = "local"};
+                            .node = node};
     if (!args || dmp_process_new(&o, &p) || dmp_process_start(p))
         rc = -1;
     s_stats_t st;
@@ -417,22 +423,6 @@ s_zmq_rtt(void)
 
 /* ---- main ------------------------------------------------------------------ */
 
-/* The second alive node dmp_nodes lists (the first is ours), or "". */
-static void
-s_other_node(char *out, size_t size)
-{
-    dmp_node_info_t *nodes;
-    size_t n;
-    out[0] = '\0';
-    if (dmp_nodes(&nodes, &n) != 0)
-        return;
-    for (size_t i = 1; i < n; i++)
-        if (nodes[i].state == DMP_NODE_ALIVE) {
-            snprintf(out, size, "%s", nodes[i].name);
-            break;
-        }
-    dmp_nodes_free(&nodes);
-}
 
 int
 main(void)

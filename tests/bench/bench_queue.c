@@ -11,7 +11,9 @@
  *       put goes through the producer's agent to the owner; the consumer
  *       gets from shared memory here
  *   zmq_curve_pushpull_64B_rate  msg/s, raw ZeroMQ PUSH -> PULL over tcp
- *       on 127.0.0.1 with CURVE, between two processes of this binary:
+ *       on 127.0.0.1 with CURVE (with DMP_BENCH_HOST, from a process on
+ *       the other node to this host's address), between two processes of
+ *       this binary:
  *       the ceiling for the remote case
  *
  * The Python counterpart is py_queue.py (py_queue_{64B,4KiB}_rate). As
@@ -37,6 +39,8 @@
 #include <string.h>
 #include <time.h>
 #include <zmq.h>
+
+#include "bench_common.h"
 
 #define RUNS 3
 #define LOCAL_SECONDS 0.4  /* each same-host run: about 1 M small items */
@@ -223,11 +227,14 @@ DMP_TARGET(zmq_push)
     return rc ? 3 : 0;
 }
 
-/* One run of PULL (CURVE server, here) <- PUSH (a local dmp process):
- * msg/s, or -1. */
+
+/* One run of PULL (CURVE server, here) <- PUSH (a dmp process): msg/s,
+ * or -1. */
 static double
 s_zmq_run(size_t size, double seconds)
 {
+    char bind[128], node[256];
+    s_raw_where(bind, node);
     char pub[41], sec[41], ep[256];
     size_t eplen = sizeof ep;
     if (zmq_curve_keypair(pub, sec))
@@ -238,7 +245,7 @@ s_zmq_run(size_t size, double seconds)
     int rc = zmq_setsockopt(s, ZMQ_CURVE_SERVER, &one, sizeof one) ||
              zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, sec, 40) ||
              zmq_setsockopt(s, ZMQ_RCVTIMEO, &timeout, sizeof timeout) ||
-             zmq_bind(s, "tcp://127.0.0.1:*") ||
+             zmq_bind(s, bind) ||
              zmq_getsockopt(s, ZMQ_LAST_ENDPOINT, ep, &eplen);
     dmp_value_t *args = rc ? NULL
                            : dmp_list_of(4, dmp_str(ep), dmp_str(pub),
@@ -246,7 +253,7 @@ s_zmq_run(size_t size, double seconds)
                                          dmp_double(seconds));
     dmp_process_t *p = NULL;
     dmp_process_opts_t o = {.target = "zmq_push", .args = args,
-                            .node = "local"};
+                            .node = node};
     double t0 = s_now();
     long got = 0;
     if (!args || dmp_process_new(&o, &p) || dmp_process_start(p))
@@ -277,22 +284,6 @@ s_zmq_run(size_t size, double seconds)
 
 /* ---- main -------------------------------------------------------------- */
 
-/* The second alive node dmp_nodes lists (the first is ours), or "". */
-static void
-s_other_node(char *out, size_t size)
-{
-    dmp_node_info_t *nodes;
-    size_t n;
-    out[0] = '\0';
-    if (dmp_nodes(&nodes, &n) != 0)
-        return;
-    for (size_t i = 1; i < n; i++)
-        if (nodes[i].state == DMP_NODE_ALIVE) {
-            snprintf(out, size, "%s", nodes[i].name);
-            break;
-        }
-    dmp_nodes_free(&nodes);
-}
 
 int
 main(void)

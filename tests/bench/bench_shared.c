@@ -37,6 +37,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_common.h"
+
 #define RUNS 3
 #define LOCAL_INCRS 2000000 /* per process: about 0.1 to 0.5 s */
 #define REMOTE_INCRS 2000   /* one round trip each */
@@ -250,23 +252,6 @@ s_remote(const char *node)
     dmp_shared_destroy(&v);
     dmp_shared_destroy(&times);
     return rc;
-}
-
-/* The second alive node dmp_nodes lists (the first is ours), or "". */
-static void
-s_other_node(char *out, size_t size)
-{
-    dmp_node_info_t *nodes;
-    size_t n;
-    out[0] = '\0';
-    if (dmp_nodes(&nodes, &n) != 0)
-        return;
-    for (size_t i = 1; i < n; i++)
-        if (nodes[i].state == DMP_NODE_ALIVE) {
-            snprintf(out, size, "%s", nodes[i].name);
-            break;
-        }
-    dmp_nodes_free(&nodes);
 }
 
 int

@@ -19,6 +19,10 @@
 #   DMP_BENCH_CPUS=LIST  pin the cluster, benchmarks and Python to these
 #                        CPUs (taskset -c LIST); unpinned by default
 #   DMP_BENCH_TIMEOUT=90 seconds each benchmark may take
+#
+# As root, the cross-host numbers of bench_pipe and bench_queue are also
+# measured between two network namespaces joined by a veth pair
+# (netns_bench.sh; rows "two hosts" in the table).
 set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -94,6 +98,20 @@ while [ "$i" -le "$runs" ]; do
     done
     i=$((i + 1))
 done
+
+# The cross-host numbers again between two real hosts (network
+# namespaces over veth, as root; netns_bench.sh skips otherwise).
+cross=""
+for bench in "$@"; do
+    case "$(basename "$bench")" in bench_pipe|bench_queue) cross="$cross $bench" ;; esac
+done
+if [ -n "$cross" ]; then
+    echo "## netns_bench.sh ($runs run(s))"
+    $pin "$here/netns_bench.sh" $cross >"$tmp/netns" 2>"$tmp/err" || status=1
+    cat "$tmp/netns"
+    sed 's/^/#   /' "$tmp/err" >&2
+    grep -E '^[A-Za-z0-9_.]+ [-0-9.eE+]+ [^ ]+$' "$tmp/netns" >>"$results"
+fi
 
 # The median of each number over the runs, in first-seen order.
 awk '{ if (!($1 in n)) { order[++k] = $1; unit[$1] = $3 }
