@@ -746,6 +746,9 @@ void dmp__fifo_notify(const char *path);
 /* True while pid runs and is not a zombie, and (when both are known) it
  * is the process that started at `start` (dmp__proc_starttime). */
 bool dmp__proc_alive(pid_t pid, uint64_t start);
+/* A loopback tcp port free now, below the kernel's ephemeral range (for
+ * throwaway local clusters: tests, `dmp cluster up`), or -errno. */
+int dmp__free_loopback_port(void);
 /* For spinning waiters (ring and segment locks): more than one CPU online
  * (else spinning only delays the holder), and one pause of a spin loop. */
 bool dmp__multi_cpu(void);

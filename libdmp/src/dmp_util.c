@@ -10,6 +10,7 @@
 
 #include <fcntl.h>
 #include <ftw.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <math.h>
 #include <unistd.h>
@@ -18,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 /* ---- allocation ------------------------------------------------------ */
@@ -431,4 +433,56 @@ dmp__buf_free(dmp__buf_t *b)
 {
     dmp__free(b->p);
     memset(b, 0, sizeof *b);
+}
+
+/* ---- ports for throwaway local clusters ------------------------------ */
+
+/* Whether port is free on loopback now (bind succeeds); 0 asks the
+ * kernel for one. The port, or a negative errno. */
+static int
+s_try_port(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof sa;
+    int rc = -EADDRNOTAVAIL;
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+        rc = ntohs(sa.sin_port);
+    close(fd);
+    return rc;
+}
+
+/* A free loopback port below the kernel's ephemeral range: a port from
+ * that range can be taken before the agent binds by any outgoing
+ * connection, even by the peers' own reconnects to it (a TCP connection
+ * to a port nobody listens on can get that very port as its source, and
+ * connect to itself). Another program could still take ours, a race a
+ * throwaway cluster accepts. */
+int
+dmp__free_loopback_port(void)
+{
+    int low = 32768, high = 60999;
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+    if (f) {
+        if (fscanf(f, "%d %d", &low, &high) != 2)
+            low = 32768;
+        fclose(f);
+    }
+    /* One sequence per process: two agents made in a row differ. */
+    static unsigned seed;
+    if (!seed)
+        seed = ((unsigned)getpid() << 16) ^ (unsigned)time(NULL) ^ 1u;
+    if (low > 11000) {
+        for (int i = 0; i < 200; i++) {
+            int port = 10000 + (int)(rand_r(&seed) % (unsigned)(low - 10000));
+            if (s_try_port(port) == port)
+                return port;
+        }
+    }
+    return s_try_port(0);
 }

@@ -19,13 +19,11 @@
 
 #include <fcntl.h>
 #include <getopt.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -132,25 +130,6 @@ s_keys(const char *dir, const char *name, bool node)
     if (rc)
         cli_error("cannot publish '%s': %s", published, dmp_strerror(rc));
     return rc;
-}
-
-/* A free loopback port (the kernel's choice; a small race with other
- * programs is acceptable for a throwaway cluster). */
-static int
-s_free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    struct sockaddr_in sa = {.sin_family = AF_INET,
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof sa;
-    int port = -EADDRNOTAVAIL;
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
-        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
-        port = ntohs(sa.sin_port);
-    close(fd);
-    return port;
 }
 
 /* ---- processes ------------------------------------------------------- */
@@ -372,7 +351,7 @@ s_up(const s_opts_t *o)
         snprintf(name, sizeof name, "node%lu", i);
         if (s_keys(o->dir, name, true) != 0)
             return CLI_FAIL;
-        int port = o->base_port ? (int)(o->base_port + i - 1) : s_free_port();
+        int port = o->base_port ? (int)(o->base_port + i - 1) : dmp__free_loopback_port();
         if (port < 0) {
             cli_error("no free tcp port on 127.0.0.1");
             return CLI_FAIL;

@@ -9,12 +9,12 @@
  */
 #define _GNU_SOURCE
 #include "dmp_test.h"
+#include "dmp_impl.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -444,25 +444,6 @@ dmp_test_sandbox_destroy(dmp_test_sandbox_t **sb_p)
 
 /* ---- agents ------------------------------------------------------------ */
 
-/* A free loopback port (the kernel's choice; another program could take
- * it before the agent binds, a race a throwaway test accepts). */
-static int
-s_free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    struct sockaddr_in sa = {.sin_family = AF_INET,
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof sa;
-    int port = -EADDRNOTAVAIL;
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
-        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
-        port = ntohs(sa.sin_port);
-    close(fd);
-    return port;
-}
-
 static void
 s_agent_free(dmp_test_agent_t *a)
 {
@@ -493,7 +474,7 @@ dmp_test_agent_new(dmp_test_sandbox_t *sb, const char *name,
     a->tied = true;
     snprintf(a->name, sizeof a->name, "%s", name);
     int rc = s_sandbox_key(sb, name, sb->nodes_dir, a->key_file);
-    a->port = rc == 0 ? s_free_port() : rc;
+    a->port = rc == 0 ? dmp__free_loopback_port() : rc;
     if (a->port < 0) {
         rc = a->port;
         free(a);
