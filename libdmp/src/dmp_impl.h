@@ -617,6 +617,9 @@ int dmp__obj_ring_name_get(const uint8_t *p, size_t room,
  * so that what a process sent outlives it; only a sender faster than the
  * window buffers (and a full buffer makes put wait). */
 #define DMP__FEEDER_WINDOW_BATCHES 64
+/* Larger items do not join a batch: they go alone, after the ones before
+ * them (in parts when a frame cannot carry them). */
+#define DMP__FEEDER_ITEM_MAX (DMP__WIRE_MAX / 4)
 typedef struct {
     pthread_mutex_t mx;
     pthread_cond_t cv;      /* a batch completed */

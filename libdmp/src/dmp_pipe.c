@@ -231,7 +231,7 @@ dmp_conn_send_bytes(dmp_conn_t *c, const void *buf, size_t offset,
      * the ones before it, and so does any while the owner seems lost:
      * its answer tells whether it is back (else DMP_ENODE now). */
     int rc;
-    if (size <= DMP__WIRE_MAX / 4 && !c->owner_lost) {
+    if (size <= DMP__FEEDER_ITEM_MAX && !c->owner_lost) {
         rc = dmp__feeder_put(&c->feeder, data, size);
         c->owner_lost = rc == DMP_ENODE;
         return rc;

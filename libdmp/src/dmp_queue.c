@@ -198,7 +198,7 @@ dmp_queue_put_bytes(dmp_queue_t *q, const void *data, size_t len,
         return -EMSGSIZE;
     if (q->ring)
         return dmp__ring_put(q->ring, data, len, timeout);
-    if (q->maxsize <= 0 && len <= DMP__WIRE_MAX / 4)
+    if (q->maxsize <= 0 && len <= DMP__FEEDER_ITEM_MAX)
         return dmp__feeder_put(&q->feeder, data, len);
     /* A bounded queue's put waits for room; a large item goes alone (in
      * parts when a frame cannot carry it), after the pipelined ones. */

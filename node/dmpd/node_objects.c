@@ -469,6 +469,8 @@ static bool
 s_put_parked(node_t *node, struct node_obj *o, uint32_t ring,
              const char *sender, const struct node_park *upto)
 {
+    if (o->parked[ring] == 0)
+        return false; /* the usual case, without a walk of the list */
     for (struct node_park *q = node->parked; q && q != upto; q = q->next)
         if (q->obj == o && q->ring == ring && s_is_put(q->op) &&
             (!sender || strcmp(q->sender, sender) == 0))
