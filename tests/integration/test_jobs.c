@@ -28,6 +28,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+extern char **environ;
+
 #if defined(__SANITIZE_ADDRESS__)
 #define UNDER_ASAN 1
 #elif defined(__has_feature)
@@ -392,7 +394,10 @@ s_dmpd_refuses(const char *conf, int as_uid, const char *needle)
     assert_true(conf_fd >= 0);
     char conf_arg[64];
     snprintf(conf_arg, sizeof conf_arg, "/proc/self/fd/%d", conf_fd);
-    const char *dmpd = dmp_test_bin("dmpd");
+    /* The binary too: the checkout may be in a directory only we reach
+     * (mktemp -d makes it 0700), and exec by descriptor needs no path. */
+    int exe_fd = open(dmp_test_bin("dmpd"), O_RDONLY | O_CLOEXEC);
+    assert_true(exe_fd >= 0);
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
@@ -403,10 +408,12 @@ s_dmpd_refuses(const char *conf, int as_uid, const char *needle)
              syscall(SYS_setresgid, as_uid, as_uid, as_uid) != 0 ||
              syscall(SYS_setresuid, as_uid, as_uid, as_uid) != 0))
             _exit(99);
-        execl(dmpd, "dmpd", "-n", "refused", "-r", run_dir, "-c", conf_arg,
-              (char *)NULL);
+        char *argv[] = {"dmpd", "-n", "refused", "-r", run_dir,
+                        "-c", conf_arg, NULL};
+        fexecve(exe_fd, argv, environ);
         _exit(98);
     }
+    close(exe_fd);
     close(log);
     close(conf_fd);
     int status = 0;
