@@ -1,16 +1,20 @@
 /*
- * dmp_client.c - one connection to one agent, owned by an I/O thread.
+ * dmp_client.c - one connection to one agent, read by an I/O thread.
  *
- * The thread owns the DEALER socket (ZeroMQ sockets are not thread-safe):
- * callers hand it encoded requests through a locked outbox and an eventfd,
- * and sleep on a condition variable until the reply with their request id
- * arrives or their timeout passes. Events the agent pushes without being
- * asked (a child's output, its exit) are handed to the event callback as
- * they arrive, so a child's output reaches the terminal while the parent
- * is busy. A reply with an unknown id answers a request that already timed
- * out and is dropped. ZMQ_IMMEDIATE keeps requests from queueing for an
- * agent that is gone; ZeroMQ heartbeats and the socket monitor turn a dead
- * agent into DMP_ENODE for every waiter and one "lost" event, never a hang.
+ * ZeroMQ sockets are not thread-safe, so every use of the DEALER socket
+ * is under sock_mx. A caller sends its encoded request itself, from its
+ * own thread (handing it to the I/O thread would put one more thread
+ * wake-up on every round trip), then sleeps on a condition variable
+ * until the reply with its request id arrives or its timeout passes. The
+ * I/O thread reads: it polls the socket's ZMQ_FD, never the socket
+ * itself, so it holds no lock while it waits. Events the agent pushes
+ * without being asked (a child's output, its exit) are handed to the
+ * event callback as they arrive, so a child's output reaches the terminal
+ * while the parent is busy. A reply with an unknown id answers a request
+ * that already timed out and is dropped. ZMQ_IMMEDIATE keeps requests
+ * from queueing for an agent that is gone; ZeroMQ heartbeats and the
+ * socket monitor turn a dead agent into DMP_ENODE for every waiter and
+ * one "lost" event, never a hang.
  */
 #define _GNU_SOURCE
 #include "dmp_impl.h"
@@ -28,13 +32,6 @@
 /* Tries (2 ms apart) to read a message we lacked the memory for. */
 #define NOMEM_RETRIES 50
 
-typedef struct s_outbox {
-    struct s_outbox *next;
-    uint64_t id;
-    uint8_t *buf;               /* encoded request, owned */
-    size_t len;
-} s_outbox_t;
-
 typedef struct s_pending {
     struct s_pending *next;
     uint64_t id;
@@ -49,14 +46,15 @@ typedef struct s_pending {
 struct dmp_client {
     void *ctx;                   /* ZeroMQ context */
     bool own_ctx;                /* made here (else another client's) */
-    void *sock;                  /* DEALER; used only by the I/O thread */
+    void *sock;                  /* DEALER; used under sock_mx */
+    pthread_mutex_t sock_mx;     /* one thread at a time on sock */
+    int sock_fd;                 /* its ZMQ_FD: "look at the socket" */
     void *mon;                   /* PAIR reading the socket monitor */
-    int wake_fd;                 /* eventfd: the outbox has work, or stop */
+    int wake_fd;                 /* eventfd: look at the socket, or stop */
     pthread_t io;                /* the I/O thread */
     bool io_started;
     pthread_mutex_t lock;        /* guards everything below */
     pthread_cond_t cond;         /* a pending request completed */
-    s_outbox_t *outbox, **outbox_tail;
     s_pending_t *pending;        /* requests waiting for replies */
     uint64_t next_id;
     bool stop;                   /* the I/O thread should exit */
@@ -124,26 +122,36 @@ s_run_async(s_pending_t *list)
     }
 }
 
-static void
-s_io_send_outbox(dmp_client_t *c)
+/* Sends an encoded request from the caller's thread: 0, or DMP_ENODE
+ * (no connection: ZMQ_IMMEDIATE). ZMQ_FD is edge-triggered: a send may
+ * make ZeroMQ process the commands that say a reply is readable, and
+ * then the descriptor says nothing; so the I/O thread is told to look. */
+static int
+s_send(dmp_client_t *c, const uint8_t *buf, size_t len)
 {
-    pthread_mutex_lock(&c->lock);
-    s_outbox_t *list = c->outbox;
-    c->outbox = NULL;
-    c->outbox_tail = &c->outbox;
-    pthread_mutex_unlock(&c->lock);
-    while (list) {
-        s_outbox_t *item = list;
-        list = item->next;
-        if (zmq_send(c->sock, item->buf, item->len, ZMQ_DONTWAIT) < 0) {
-            s_pending_t *async = NULL;
-            pthread_mutex_lock(&c->lock);
-            s_complete(c, item->id, false, DMP_ENODE, NULL, &async);
-            pthread_mutex_unlock(&c->lock);
-            s_run_async(async);
+    pthread_mutex_lock(&c->sock_mx);
+    int rc = zmq_send(c->sock, buf, len, ZMQ_DONTWAIT) < 0 ? DMP_ENODE : 0;
+    int events = 0;
+    size_t size = sizeof events;
+    bool readable = zmq_getsockopt(c->sock, ZMQ_EVENTS, &events, &size) ==
+                    0 && (events & ZMQ_POLLIN);
+    pthread_mutex_unlock(&c->sock_mx);
+    uint64_t one = 1;
+    if (readable && write(c->wake_fd, &one, sizeof one) < 0) {
+        /* cannot fail but on overflow, and then the thread is awake */
+    }
+    return rc;
+}
+
+/* Unlinks pending record p. Caller holds the lock. */
+static void
+s_unlink(dmp_client_t *c, s_pending_t *p)
+{
+    for (s_pending_t **pp = &c->pending; *pp; pp = &(*pp)->next) {
+        if (*pp == p) {
+            *pp = p->next;
+            break;
         }
-        dmp__free(item->buf);
-        dmp__free(item);
     }
 }
 
@@ -153,7 +161,10 @@ s_io_recv(dmp_client_t *c)
     for (;;) {
         zmq_msg_t frame;
         zmq_msg_init(&frame);
-        if (zmq_msg_recv(&frame, c->sock, ZMQ_DONTWAIT) < 0) {
+        pthread_mutex_lock(&c->sock_mx);
+        int got = zmq_msg_recv(&frame, c->sock, ZMQ_DONTWAIT);
+        pthread_mutex_unlock(&c->sock_mx);
+        if (got < 0) { /* EAGAIN: ZMQ_FD will say when there is more */
             zmq_msg_close(&frame);
             return;
         }
@@ -238,7 +249,11 @@ s_io(void *arg)
 {
     dmp_client_t *c = arg;
     for (;;) {
-        zmq_pollitem_t items[3] = {{c->sock, 0, ZMQ_POLLIN, 0},
+        /* Whatever woke us, read all there is: ZMQ_FD only says "look",
+         * and a caller's send may have looked first. Replies' callbacks
+         * run here without sock_mx, so they may send. */
+        s_io_recv(c);
+        zmq_pollitem_t items[3] = {{NULL, c->sock_fd, ZMQ_POLLIN, 0},
                                    {NULL, c->wake_fd, ZMQ_POLLIN, 0},
                                    {c->mon, 0, ZMQ_POLLIN, 0}};
         if (zmq_poll(items, 3, -1) < 0) {
@@ -255,10 +270,7 @@ s_io(void *arg)
             pthread_mutex_unlock(&c->lock);
             if (stop)
                 break;
-            s_io_send_outbox(c);
         }
-        if (items[0].revents & ZMQ_POLLIN)
-            s_io_recv(c);
         if (items[2].revents & ZMQ_POLLIN)
             s_io_monitor(c);
     }
@@ -284,12 +296,6 @@ dmp_client_destroy(dmp_client_t **client_p)
     s_pending_t *async = NULL;
     s_complete(c, 0, true, DMP_ENODE, NULL, &async);
     s_run_async(async); /* their owners learn the client is gone */
-    while (c->outbox) {
-        s_outbox_t *item = c->outbox;
-        c->outbox = item->next;
-        dmp__free(item->buf);
-        dmp__free(item);
-    }
     if (c->sock) {
         zmq_socket_monitor(c->sock, NULL, 0);
         zmq_close(c->sock);
@@ -302,6 +308,7 @@ dmp_client_destroy(dmp_client_t **client_p)
         close(c->wake_fd);
     pthread_cond_destroy(&c->cond);
     pthread_mutex_destroy(&c->lock);
+    pthread_mutex_destroy(&c->sock_mx);
     dmp__free(c);
     *client_p = NULL;
 }
@@ -313,36 +320,34 @@ dmp__client_request(dmp_client_t *c, const char *node, dmp__msg_t *req,
     memset(rep, 0, sizeof *rep);
     if (timeout <= 0)
         timeout = c->request_timeout;
-    s_outbox_t *item = dmp__calloc(1, sizeof *item);
-    if (!item)
-        return -ENOMEM;
     pthread_mutex_lock(&c->lock);
     uint64_t id = ++c->next_id;
     pthread_mutex_unlock(&c->lock);
     req->id = id;
     req->version = DMP_PROTOCOL_VERSION;
     dmp__strlcpy(req->node, node ? node : "", sizeof req->node);
-    int rc = dmp__wire_encode(req, &item->buf, &item->len);
-    if (rc) {
-        dmp__free(item);
+    uint8_t *buf;
+    size_t len;
+    int rc = dmp__wire_encode(req, &buf, &len);
+    if (rc)
         return rc;
-    }
-    item->id = id;
     s_pending_t pending = {.id = id};
     pthread_mutex_lock(&c->lock);
     if (c->lost && !c->io_started) {
         pthread_mutex_unlock(&c->lock);
-        dmp__free(item->buf);
-        dmp__free(item);
+        dmp__free(buf);
         return DMP_ENODE;
     }
-    *c->outbox_tail = item;
-    c->outbox_tail = &item->next;
+    /* Listed before it leaves: the reply may come at once. */
     pending.next = c->pending;
     c->pending = &pending;
-    uint64_t one = 1;
-    if (write(c->wake_fd, &one, sizeof one) < 0) {
-        /* cannot fail but on overflow, and then the thread is awake */
+    pthread_mutex_unlock(&c->lock);
+    int sent = s_send(c, buf, len);
+    dmp__free(buf);
+    pthread_mutex_lock(&c->lock);
+    if (sent && !pending.done) {
+        pending.done = true;
+        pending.rc = sent;
     }
     struct timespec until;
     clock_gettime(CLOCK_MONOTONIC, &until);
@@ -357,13 +362,7 @@ dmp__client_request(dmp_client_t *c, const char *node, dmp__msg_t *req,
         if (pthread_cond_timedwait(&c->cond, &c->lock, &until) == ETIMEDOUT)
             break;
     }
-    /* Unlink our pending record; the I/O thread only sees it under lock. */
-    for (s_pending_t **pp = &c->pending; *pp; pp = &(*pp)->next) {
-        if (*pp == &pending) {
-            *pp = pending.next;
-            break;
-        }
-    }
+    s_unlink(c, &pending); /* the I/O thread sees it only under lock */
     c->errmsg[0] = '\0';
     if (!pending.done) {
         snprintf(c->errmsg, sizeof c->errmsg,
@@ -397,46 +396,53 @@ int
 dmp__client_send_async(dmp_client_t *c, const char *node, dmp__msg_t *req,
                         dmp__reply_fn fn, void *arg)
 {
-    s_outbox_t *item = dmp__calloc(1, sizeof *item);
     s_pending_t *p = dmp__calloc(1, sizeof *p);
-    if (!item || !p) {
-        dmp__free(item);
-        dmp__free(p);
+    if (!p)
         return -ENOMEM;
-    }
     pthread_mutex_lock(&c->lock);
     uint64_t id = ++c->next_id;
     pthread_mutex_unlock(&c->lock);
     req->id = id;
     req->version = DMP_PROTOCOL_VERSION;
     dmp__strlcpy(req->node, node ? node : "", sizeof req->node);
-    int rc = dmp__wire_encode(req, &item->buf, &item->len);
+    uint8_t *buf;
+    size_t len;
+    int rc = dmp__wire_encode(req, &buf, &len);
     if (rc) {
-        dmp__free(item);
         dmp__free(p);
         return rc;
     }
-    item->id = p->id = id;
+    p->id = id;
     p->fn = fn;
     p->arg = arg;
     pthread_mutex_lock(&c->lock);
     if (c->lost) {
         pthread_mutex_unlock(&c->lock);
-        dmp__free(item->buf);
-        dmp__free(item);
+        dmp__free(buf);
         dmp__free(p);
         return DMP_ENODE;
     }
-    *c->outbox_tail = item;
-    c->outbox_tail = &item->next;
     p->next = c->pending;
     c->pending = p;
     pthread_mutex_unlock(&c->lock);
-    uint64_t one = 1;
-    if (write(c->wake_fd, &one, sizeof one) < 0) {
-        /* cannot fail but on overflow, and then the thread is awake */
-    }
-    return 0;
+    rc = s_send(c, buf, len);
+    dmp__free(buf);
+    if (rc == 0)
+        return 0;
+    /* Not sent: the caller hears it now, fn never. Unless the connection
+     * was lost meanwhile and fn already ran (with DMP_ENODE): then the
+     * record is gone, and so is the need to tell. */
+    pthread_mutex_lock(&c->lock);
+    bool listed = false;
+    for (s_pending_t *q = c->pending; q && !listed; q = q->next)
+        listed = q == p && q->id == id && !q->done;
+    if (listed)
+        s_unlink(c, p);
+    pthread_mutex_unlock(&c->lock);
+    if (!listed)
+        return 0;
+    dmp__free(p);
+    return rc;
 }
 
 void
@@ -495,6 +501,9 @@ s_start_io(dmp_client_t *c)
         return -errno;
     c->mon = zmq_socket(c->ctx, ZMQ_PAIR);
     if (!c->mon || zmq_connect(c->mon, ep) != 0)
+        return -errno;
+    size_t fd_len = sizeof c->sock_fd;
+    if (zmq_getsockopt(c->sock, ZMQ_FD, &c->sock_fd, &fd_len) != 0)
         return -errno;
     if (pthread_create(&c->io, NULL, s_io, c) != 0)
         return -EAGAIN;
@@ -570,8 +579,8 @@ s_open(void *ctx, const char *address, bool tcp, const dmp__keypair_t *kp,
     if (!c)
         return -ENOMEM;
     c->wake_fd = -1;
-    c->outbox_tail = &c->outbox;
     pthread_mutex_init(&c->lock, NULL);
+    pthread_mutex_init(&c->sock_mx, NULL);
     dmp__cond_init_monotonic(&c->cond);
     c->request_timeout = request_timeout > 0 ? request_timeout : 10.0;
     c->local = !tcp;

@@ -7,6 +7,11 @@
  *    making requests from several threads at the same time; a fresh client
  *    is still answered meanwhile; the agent's RSS stays bounded and its
  *    descriptors come back once they are gone.
+ *  - One client shared by 8 threads, each making 1000 round trips at
+ *    the same time, then one thread making 2000 in a row, over ipc and
+ *    over CURVE tcp: every caller gets its own reply and none waits for
+ *    its timeout (callers send from their own threads while the I/O
+ *    thread reads; a reply whose wake-up got lost would time out).
  *  - 1 M items of 100 bytes through one queue owned by node1 (a 1 MiB
  *    ring, about 8000 items), put by a process on node2 without a direct
  *    link (DMP_DIRECT=0), so every item goes through both agents: node2
@@ -222,6 +227,79 @@ test_a_thousand_clients_at_once_are_served(void **state)
     assert_dmp_ok(dmp_test_agent_ping(s_t.node1));
 }
 
+/* ---- one client, many threads -------------------------------------------- */
+
+#define SHARED_THREADS 8
+#define SHARED_ROUNDS 1000
+#define SERIAL_ROUNDS 2000
+
+typedef struct {
+    dmp_client_t *client;
+    int rounds, failures;
+} s_caller_t;
+
+/* Pings, and every third time lists the nodes (a larger reply). */
+static void *
+s_call(void *arg)
+{
+    s_caller_t *w = arg;
+    for (int i = 0; i < w->rounds; i++) {
+        int rc;
+        if (i % 3 == 2) {
+            dmp_node_info_t *nodes = NULL;
+            size_t n = 0;
+            rc = dmp_client_nodes(w->client, &nodes, &n);
+            if (rc == 0 && n != 2)
+                rc = -EPROTO;
+            dmp_nodes_free(&nodes);
+        } else {
+            rc = dmp_client_ping(w->client);
+        }
+        if (rc && w->failures++ == 0)
+            print_error("# round %d: %s: %s\n", i, dmp_strerror(rc),
+                        dmp_client_errmsg(w->client));
+    }
+    return NULL;
+}
+
+static void
+s_share(dmp_client_t *c)
+{
+    pthread_t threads[SHARED_THREADS];
+    s_caller_t callers[SHARED_THREADS];
+    for (size_t t = 0; t < SHARED_THREADS; t++) {
+        callers[t] = (s_caller_t){c, SHARED_ROUNDS, 0};
+        assert_int_equal(
+            pthread_create(&threads[t], NULL, s_call, &callers[t]), 0);
+    }
+    int failures = 0;
+    for (size_t t = 0; t < SHARED_THREADS; t++) {
+        pthread_join(threads[t], NULL);
+        failures += callers[t].failures;
+    }
+    assert_int_equal(failures, 0);
+    s_caller_t serial = {c, SERIAL_ROUNDS, 0};
+    s_call(&serial);
+    assert_int_equal(serial.failures, 0);
+}
+
+static void
+test_one_client_shared_by_threads_answers_every_caller(void **state)
+{
+    (void)state;
+    dmp_client_t *c = NULL;
+    assert_dmp_ok(dmp_test_agent_connect_ipc(s_t.node1, &c));
+    s_share(c);
+    dmp_client_destroy(&c);
+    char err[512] = "";
+    int rc = dmp_test_agent_connect(s_t.node1, &c, err, sizeof err);
+    if (rc)
+        print_error("# %s\n", err);
+    assert_dmp_ok(rc);
+    s_share(c);
+    dmp_client_destroy(&c);
+}
+
 /* ---- 1 M items, slow consumer ------------------------------------------- */
 
 typedef struct {
@@ -324,6 +402,7 @@ main(void)
     dmp_test_init(170);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_a_thousand_clients_at_once_are_served),
+        cmocka_unit_test(test_one_client_shared_by_threads_answers_every_caller),
         cmocka_unit_test(
             test_a_million_items_through_one_queue_with_a_slow_consumer),
     };
