@@ -426,9 +426,8 @@ DMP_EXPORT int dmp_queue_put(dmp_queue_t *q, const dmp_value_t *item,
                              double timeout);
 /* get(timeout): 0 and a new value (caller owns; dmp_value_destroy);
  * DMP_EEMPTY when nothing came in time (queue.Empty; timeout 0 is
- * get_nowait); DMP_ENODE; -EMSGSIZE from another host when the next item
- * is larger than one frame (about 1 MiB; its size is in
- * dmp_client_errmsg(dmp_default_client()); it stays in the queue). */
+ * get_nowait); DMP_ENODE when the owning node is unreachable. An item
+ * larger than a frame crosses hosts in parts and is taken whole. */
 DMP_EXPORT int dmp_queue_get(dmp_queue_t *q, dmp_value_t **item_p,
                              double timeout);
 /* Raw bytes instead of values (no encoding). get: caller frees *data_p
@@ -474,10 +473,9 @@ DMP_EXPORT int dmp_pipe(int duplex, dmp_conn_t **a_p, dmp_conn_t **b_p);
  * comes from the next call on the end; close and dmp_fini deliver what
  * was sent first. */
 DMP_EXPORT int dmp_conn_send(dmp_conn_t *c, const dmp_value_t *obj);
-/* recv(): blocks until something arrives: 0 and a new value; DMP_EEOF;
- * -EMSGSIZE on an end whose pipe is owned by another host when the next
- * message is larger than one frame (about 1 MiB; it stays readable on the
- * owner's host). */
+/* recv(): blocks until something arrives: 0 and a new value; DMP_EEOF
+ * once the peer closed (or died) and what it sent is read; DMP_ENODE
+ * when the owning node is unreachable. */
 DMP_EXPORT int dmp_conn_recv(dmp_conn_t *c, dmp_value_t **obj_p);
 /* send_bytes(buf, offset, size) and recv_bytes: raw messages. */
 DMP_EXPORT int dmp_conn_send_bytes(dmp_conn_t *c, const void *buf,
@@ -603,8 +601,9 @@ DMP_EXPORT int dmp_pool_new(const dmp_pool_opts_t *opts, dmp_pool_t **pool_p);
  * Errors: DMP_EREMOTE when a task failed (the first failure to arrive,
  * as in Python: dmp_pool_error, dmp_pool_errmsg tell more), DMP_EWORKER,
  * -EINVAL (no such task, items not a list), -EBADF (pool closed),
- * -ECANCELED (pool terminated meanwhile), -EMSGSIZE (an item or result
- * too large to cross hosts: one frame, about 1 MiB). */
+ * -ECANCELED (pool terminated meanwhile), -EMSGSIZE (a chunk of items
+ * larger than a queue item, 64 MiB; a result that large fails its task
+ * with -EMSGSIZE, DMP_EREMOTE). */
 DMP_EXPORT int dmp_pool_map(dmp_pool_t *pool, const char *task,
                             const dmp_value_t *items, size_t chunksize,
                             dmp_value_t **results_p);

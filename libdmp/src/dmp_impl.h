@@ -27,9 +27,12 @@
 /* Largest frame any dmp socket accepts (ZMQ_MAXMSGSIZE), checked again
  * before unpacking. Control messages are small; data frames come later. */
 #define DMP__WIRE_MAX (1u << 20)
-/* The largest item or message that crosses hosts: it travels in one frame,
- * with room for the envelope around it. */
+/* The largest item or message that crosses hosts in one frame, with room
+ * for the envelope around it; a larger queue or pipe item crosses in parts
+ * (RingOp PUT_PART, PEEK, TAKE). */
 #define DMP__REMOTE_ITEM_MAX (DMP__WIRE_MAX - 4096)
+/* A queue's or pipe's item_max when none is given. */
+#define DMP__ITEM_MAX_DEFAULT (64u << 20)
 #define DMP__NAME_MAX 64   /* node and key names, with the NUL */
 #define DMP__ADDR_MAX 256  /* endpoints, with the NUL */
 #define DMP__TEXT_MAX 512  /* error texts, with the NUL */

@@ -168,7 +168,6 @@ struct dmp_pool {
     s_node_t *nodes;
     size_t n_nodes;
     dmp_queue_t *results;
-    bool results_mapped;
     s_worker_t **slots;       /* processes entries; NULL: to start */
     unsigned rr;              /* where dispatch starts, round robin */
     uint64_t next_worker_id, next_chunk_id;
@@ -945,12 +944,9 @@ s_spawn(dmp_pool_t *pool, s_node_t *node, uint64_t id, s_worker_t **w_p,
         s_worker_free(&w);
         return rc;
     }
-    if (!pool->results_mapped)
-        w->msg_max = DMP__WIRE_MAX / 2 - 4096; /* our puts cross as frames */
-    else if (node->local)
-        w->msg_max = 64u << 20; /* the queue's item limit */
-    else
-        w->msg_max = DMP__REMOTE_ITEM_MAX - 4096; /* its gets: one frame */
+    /* Its queue's item limit, wherever it is: a message larger than a
+     * frame crosses hosts in parts. */
+    w->msg_max = DMP__ITEM_MAX_DEFAULT - 4096;
     w->last_sent = dmp__now();
     *w_p = w;
     return 0;
@@ -1485,8 +1481,6 @@ dmp_pool_new(const dmp_pool_opts_t *opts, dmp_pool_t **pool_p)
     dmp_queue_opts_t qo = {.capacity = 16u << 20};
     if (rc == 0)
         rc = dmp_queue_new(&qo, &pool->results);
-    if (rc == 0)
-        pool->results_mapped = dmp__queue_is_mapped(pool->results);
     /* The workers, placed by cores; those that cannot start now are
      * started by the pool's thread (on another node if theirs is lost). */
     int started = 0, last_rc = DMP_ENODE;

@@ -114,7 +114,8 @@ s_put_outcome(s_worker_t *w, int code, const dmp_value_t *v,
     char big[160];
     if (code == 0 && len + 64 > w->result_max) {
         snprintf(big, sizeof big, "the task's result is %zu bytes: more "
-                 "than one frame can carry to the pool's host", len);
+                 "than the pool's result queue takes (%zu)", len,
+                 w->result_max - 64);
         code = -EMSGSIZE;
         text = big;
     }
@@ -312,8 +313,7 @@ s_worker_main(const dmp_value_t *args)
         return 3;
     }
     w.id = (uint64_t)id;
-    w.result_max = dmp__queue_is_mapped(w.results) ? (64u << 20)
-                                                    : DMP__WIRE_MAX / 2 - 4096;
+    w.result_max = DMP__ITEM_MAX_DEFAULT; /* in parts across hosts */
     int status = 0;
     const char *init = dmp_value_str(dmp_list_get(args, 3), NULL);
     if (init) {

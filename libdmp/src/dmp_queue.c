@@ -177,7 +177,7 @@ dmp_queue_new(const dmp_queue_opts_t *opts, dmp_queue_t **q_p)
     }
     dmp__strlcpy(q->ring_name, rings[0], sizeof q->ring_name);
     q->maxsize = params.u.obj_new.maxsize;
-    q->item_max = opts->item_max ? opts->item_max : 64u << 20;
+    q->item_max = opts->item_max ? opts->item_max : DMP__ITEM_MAX_DEFAULT;
     q->owner = true;
     s_attach(q);
     pthread_mutex_lock(&s_lock);

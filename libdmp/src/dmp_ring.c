@@ -63,7 +63,6 @@
 #define S_CAP_DEFAULT (1ull << 20)
 #define S_CAP_MIN 64ull
 #define S_CAP_LIMIT (1ull << 40)  /* sanity bound for options and headers */
-#define S_ITEM_MAX_DEFAULT (64ull << 20)
 #define S_NAME_MAX 200            /* leaves room for ".ool.<20 digits>" */
 #define S_NOTIFY_MAX 256          /* FIFO path with its NUL */
 #define S_OOL_TAG ".ool."
@@ -599,7 +598,7 @@ dmp__ring_create(const char *name, const dmp__ring_opts_t *opts,
         return -EINVAL;
     uint64_t cap = opts && opts->capacity ? opts->capacity : S_CAP_DEFAULT;
     uint64_t item_max =
-        opts && opts->item_max ? opts->item_max : S_ITEM_MAX_DEFAULT;
+        opts && opts->item_max ? opts->item_max : DMP__ITEM_MAX_DEFAULT;
     int64_t maxsize = opts && opts->maxsize > 0 ? opts->maxsize : 0;
     if (cap < S_CAP_MIN || cap > S_CAP_LIMIT || item_max > S_CAP_LIMIT)
         return -EINVAL;

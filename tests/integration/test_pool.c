@@ -131,6 +131,26 @@ DMP_TASK(nap)
     return 0;
 }
 
+/* bytes b -> bytes of 2 x len(b) + 1: b, b reversed, then the first
+ * byte again (a result larger than the item, built from all of it). */
+DMP_TASK(double_bytes)
+{
+    size_t len = 0;
+    const uint8_t *b = dmp_value_bytes(arg, &len);
+    if (!b)
+        return -EINVAL;
+    uint8_t *out = malloc(2 * len + 1);
+    if (!out)
+        return -ENOMEM;
+    memcpy(out, b, len);
+    for (size_t i = 0; i < len; i++)
+        out[len + i] = b[len - 1 - i];
+    out[2 * len] = len ? b[0] : 0;
+    *result = dmp_bytes(out, 2 * len + 1);
+    free(out);
+    return *result ? 0 : -ENOMEM;
+}
+
 /* x -> [x, pid] after 30 ms: every worker gets some of a few. */
 DMP_TASK(pid_nap)
 {
@@ -1079,6 +1099,81 @@ test_spread_pool_uses_every_node(void **state)
     dmp_pool_destroy(&pool);
 }
 
+/* Items and results larger than a frame cross hosts (in parts, as queue
+ * items do), up to the queue's item limit; above it, -EMSGSIZE with a
+ * clear text and nothing else lost. */
+static void
+test_large_items_and_results_cross_hosts(void **state)
+{
+    (void)state;
+    char two[160];
+    snprintf(two, sizeof two, "%s,%s", s_c.names[1], s_c.names[2]);
+    dmp_pool_t *pool = s_pool(2, two); /* workers elsewhere only */
+    enum { N = 4 };
+    const size_t sizes[N] = {3u << 20, 100, 9u << 20, (1u << 20) + 1};
+    dmp_value_t *items = dmp_list();
+    for (size_t i = 0; i < N; i++) {
+        uint8_t *b = malloc(sizes[i]);
+        assert_non_null(b);
+        for (size_t k = 0; k < sizes[i]; k++)
+            b[k] = (uint8_t)(k * 7 + i);
+        assert_dmp_ok(dmp_list_append(items, dmp_bytes(b, sizes[i])));
+        free(b);
+    }
+    dmp_value_t *res = NULL;
+    assert_dmp_ok(dmp_pool_map(pool, "double_bytes", items, 1, &res));
+    assert_int_equal(dmp_value_len(res), N);
+    for (size_t i = 0; i < N; i++) {
+        size_t len = 0, in_len = 0;
+        const uint8_t *r = dmp_value_bytes(dmp_list_get(res, (int64_t)i),
+                                           &len);
+        const uint8_t *in = dmp_value_bytes(dmp_list_get(items, (int64_t)i),
+                                            &in_len);
+        assert_non_null(r);
+        assert_int_equal(len, 2 * sizes[i] + 1);
+        assert_memory_equal(r, in, in_len);
+        for (size_t k = 0; k < in_len; k++)
+            if (r[in_len + k] != in[in_len - 1 - k])
+                fail_msg("result %zu differs at %zu", i, in_len + k);
+        assert_int_equal(r[2 * in_len], in[0]);
+    }
+    dmp_value_destroy(&res);
+    dmp_value_destroy(&items);
+    /* A result over the limit (64 MiB): that call fails, clearly. */
+    items = dmp_list();
+    uint8_t *b = calloc(1, (32u << 20) + 1);
+    assert_non_null(b);
+    assert_dmp_ok(dmp_list_append(items, dmp_bytes(b, (32u << 20) + 1)));
+    free(b);
+    int rc = dmp_pool_map(pool, "double_bytes", items, 1, &res);
+    int code = dmp_pool_error(pool);
+    const char *text = dmp_pool_errmsg(pool);
+    print_message("# over the limit: map %s\n", dmp_strerror(rc));
+    assert_int_equal(rc, DMP_EREMOTE);
+    print_message("# over the limit: %d %s\n", code, text ? text : "");
+    assert_int_equal(code, -EMSGSIZE);
+    assert_non_null(strstr(text, "bytes"));
+    dmp_value_destroy(&items);
+    /* An item over it: refused here, before anything is sent. */
+    items = dmp_list();
+    b = calloc(1, (64u << 20) + 1);
+    assert_non_null(b);
+    assert_dmp_ok(dmp_list_append(items, dmp_bytes(b, (64u << 20) + 1)));
+    free(b);
+    rc = dmp_pool_map(pool, "double_bytes", items, 1, &res);
+    print_message("# item over the limit: map %s: %s\n", dmp_strerror(rc),
+                  dmp_pool_errmsg(pool));
+    assert_int_equal(rc, -EMSGSIZE);
+    dmp_value_destroy(&items);
+    /* and the pool goes on */
+    items = dmp_list_range(0, 100);
+    assert_dmp_ok(dmp_pool_map(pool, "whose", items, 10, &res));
+    assert_int_equal(dmp_value_len(res), 100);
+    dmp_value_destroy(&res);
+    dmp_value_destroy(&items);
+    dmp_pool_destroy(&pool);
+}
+
 /* A whole node (its agent SIGKILLed) dies in the middle of a 100k-item
  * map, after it has sent results: its unfinished chunks run again
  * elsewhere; every item comes once, right and in order (imap), and the
@@ -1165,6 +1260,7 @@ main(void)
     };
     const struct CMUnitTest cluster[] = {
         cmocka_unit_test(test_spread_pool_uses_every_node),
+        cmocka_unit_test(test_large_items_and_results_cross_hosts),
         cmocka_unit_test(test_node_killed_mid_map_loses_nothing),
         cmocka_unit_test(test_no_worker_is_left),
     };
