@@ -690,6 +690,14 @@ int dmp__ring_unlink(const char *name);
  * -EMSGSIZE larger than item_max, -EBADF after dmp__ring_shutdown. */
 int dmp__ring_put(dmp__ring_t *ring, const void *data, size_t len,
                   double timeout);
+/* Appends the items of a batch (records: u32 length, little-endian, then
+ * the bytes) from *done on, without waiting, as many as fit under one
+ * lock at a time (an out-of-line item alone): 0 when all are in, or the
+ * error of the first item refused (-EMSGSIZE; the items after it still
+ * go in); DMP_EFULL when the ring is full (*done says how far it got);
+ * -EINVAL when a record runs past the end; -EBADF after shutdown. */
+int dmp__ring_put_batch(dmp__ring_t *ring, const uint8_t *data, size_t len,
+                        size_t *done);
 /* Takes the oldest item into a new buffer (dmp__malloc; caller frees).
  * Waits up to timeout: 0, DMP_EEMPTY when none came in time (queue.Empty),
  * -EBADF after shutdown once empty. */

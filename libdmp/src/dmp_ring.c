@@ -931,6 +931,33 @@ s_eof(s_hdr_t *h, bool thorough)
 
 /* ---- put and get ----------------------------------------------------- */
 
+/* Commits the puts written into ns (the items exist from then on),
+ * unlocks, and wakes one getter (a getter passes the wake on while items
+ * remain), another putter if room remains (a get wakes one putter, which
+ * may not be the only one that fits now), and the agent's FIFO. */
+static void
+s_put_commit(dmp__ring_t *r, const s_state_t *ns)
+{
+    s_hdr_t *h = r->hdr;
+    s_commit(h, ns);
+    S_HOOK("put-committed");
+    __atomic_add_fetch(&h->seq, 1, __ATOMIC_RELAXED);
+    bool wake_getter = s_signal(h, S_Q_NOT_EMPTY);
+    uint64_t skip;
+    bool wake_putter = s_room(r, ns, sizeof(s_rec_t), &skip) &&
+                       s_claim_wake(h, S_Q_NOT_FULL);
+    char notify[S_NOTIFY_MAX];
+    s_notify_path(h, notify);
+    s_unlock(r);
+
+    if (wake_getter)
+        s_futex_wake(&h->word[S_Q_NOT_EMPTY], 1);
+    if (wake_putter)
+        s_futex_wake(&h->word[S_Q_NOT_FULL], 1);
+    if (notify[0])
+        dmp__fifo_notify(notify);
+}
+
 int
 dmp__ring_put(dmp__ring_t *r, const void *data, size_t len, double timeout)
 {
@@ -1005,30 +1032,113 @@ dmp__ring_put(dmp__ring_t *r, const void *data, size_t len, double timeout)
     ns.tail += need;
     ns.count++;
     ns.unfinished++;
-    s_commit(h, &ns); /* the item exists from here on */
-    S_HOOK("put-committed");
-    __atomic_add_fetch(&h->seq, 1, __ATOMIC_RELAXED);
-    bool wake_getter = s_signal(h, S_Q_NOT_EMPTY);
-    /* Pass a wake on to another putter if room remains: a get wakes one
-     * putter, which may not be the only one that fits now. */
-    bool wake_putter = s_room(r, &ns, sizeof(s_rec_t), &skip) &&
-                       s_claim_wake(h, S_Q_NOT_FULL);
-    char notify[S_NOTIFY_MAX];
-    s_notify_path(h, notify);
-    s_unlock(r);
-
-    if (wake_getter)
-        s_futex_wake(&h->word[S_Q_NOT_EMPTY], 1);
-    if (wake_putter)
-        s_futex_wake(&h->word[S_Q_NOT_FULL], 1);
-    if (notify[0])
-        dmp__fifo_notify(notify);
+    s_put_commit(r, &ns);
     return 0;
 
 fail:
     if (ool)
         s_ool_remove(r, ool_rec.id);
     return rc;
+}
+
+/* Reads the length of the batch record at data + at: false when the
+ * batch ends inside it (malformed). */
+static bool
+s_batch_record(const uint8_t *data, size_t len, size_t at, uint32_t *n_p)
+{
+    if (len - at < 4)
+        return false;
+    const uint8_t *p = data + at;
+    *n_p = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+           (uint32_t)p[3] << 24;
+    return *n_p <= len - at - 4;
+}
+
+/* Whether a record of n payload bytes goes inline (else out of line, or
+ * refused as larger than item_max, both one at a time). */
+static bool
+s_batch_inline(const dmp__ring_t *r, uint32_t n)
+{
+    return n <= r->item_max && n <= UINT32_MAX / 2 &&
+           sizeof(s_rec_t) + s_pad8(n) <= r->inline_max;
+}
+
+/* Puts, under one lock, the inline records from *done on that fit: 0
+ * when at least one went in, DMP_EFULL when none fit, -EBADF after
+ * shutdown. One commit, one wake-up for the lot: a getter woken passes
+ * the wake on while items remain. */
+static int
+s_put_run(dmp__ring_t *r, const uint8_t *data, size_t len, size_t *done)
+{
+    s_hdr_t *h = r->hdr;
+    s_deadline_t now = s_deadline(0);
+    int rc = s_lock(r, &now);
+    if (rc)
+        return rc == -ETIMEDOUT ? DMP_EFULL : rc;
+    if (h->shutdown) {
+        s_unlock(r);
+        return -EBADF;
+    }
+    s_state_t ns = *s_state(h);
+    size_t at = *done;
+    uint32_t n;
+    uint64_t skip = 0;
+    while (at < len && s_batch_record(data, len, at, &n) &&
+           s_batch_inline(r, n)) {
+        uint64_t need = sizeof(s_rec_t) + s_pad8(n);
+        if (!s_room(r, &ns, need, &skip))
+            break;
+        if (skip) {
+            s_rec_t wrap = {0, S_REC_WRAP};
+            memcpy(r->data + ns.tail % r->cap, &wrap, sizeof wrap);
+            ns.tail += skip;
+        }
+        uint8_t *rec = r->data + ns.tail % r->cap;
+        s_rec_t hd = {n, S_REC_DATA};
+        memcpy(rec, &hd, sizeof hd);
+        memcpy(rec + sizeof hd, data + at + 4, n);
+        ns.tail += need;
+        ns.count++;
+        ns.unfinished++;
+        at += 4 + (size_t)n;
+    }
+    if (at == *done) {
+        s_unlock(r);
+        return DMP_EFULL;
+    }
+    S_HOOK("batch-written");
+    *done = at;
+    s_put_commit(r, &ns);
+    return 0;
+}
+
+int
+dmp__ring_put_batch(dmp__ring_t *r, const uint8_t *data, size_t len,
+                    size_t *done)
+{
+    assert(r && (data || len == 0) && done);
+    int refused = 0;
+    while (*done < len) {
+        uint32_t n;
+        if (!s_batch_record(data, len, *done, &n))
+            return -EINVAL;
+        int rc;
+        if (s_batch_inline(r, n)) {
+            if ((rc = s_put_run(r, data, len, done)) != 0)
+                return rc;
+            continue;
+        }
+        /* Out of line, or refused: one at a time, in order. */
+        rc = dmp__ring_put(r, data + *done + 4, n, 0);
+        if (rc == DMP_EFULL || rc == -EBADF)
+            return rc;
+        /* One refused item (too large) does not cost the items after it;
+         * its error is the batch's answer. */
+        if (rc && !refused)
+            refused = rc;
+        *done += 4 + (size_t)n;
+    }
+    return refused;
 }
 
 int

@@ -253,33 +253,6 @@ s_reply(const node_sub_t *to, uint64_t id, int rc, uint8_t *data, size_t len,
     node_send_to(to, &rep); /* borrowed data: no msg_clear */
 }
 
-/* Puts the items of a batch from *done on: 0 when all are in (or an item
- * is malformed: -EINVAL), DMP_EFULL when the ring is full (*done says how
- * far it got). Records: u32 length (little-endian), then the bytes. */
-static int
-s_put_batch(dmp__ring_t *r, const uint8_t *data, size_t len, size_t *done)
-{
-    int refused = 0;
-    while (*done < len) {
-        if (len - *done < 4)
-            return -EINVAL;
-        const uint8_t *p = data + *done;
-        uint32_t n = (uint32_t)p[0] | (uint32_t)p[1] << 8 |
-                     (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-        if (n > len - *done - 4)
-            return -EINVAL;
-        int rc = dmp__ring_put(r, p + 4, n, 0);
-        if (rc == DMP_EFULL)
-            return rc;
-        /* One refused item (too large) does not cost the items after it;
-         * its error is the batch's answer. */
-        if (rc && !refused)
-            refused = rc;
-        *done += 4 + (size_t)n;
-    }
-    return refused;
-}
-
 /* Tries op without waiting. Returns 1 when it must wait (and should be
  * parked), else 0 after replying. `done`: progress of a put batch. */
 static int
@@ -300,7 +273,7 @@ s_try(const node_sub_t *from, uint64_t req_id, struct node_obj *o,
             return 1;
         break;
     case DMP__RING_PUT_BATCH:
-        rc = s_put_batch(r, data, len, done);
+        rc = dmp__ring_put_batch(r, data, len, done);
         if (rc == DMP_EFULL && may_wait)
             return 1;
         break;
