@@ -435,7 +435,7 @@ dmp__client_send_async(dmp_client_t *c, const char *node, dmp__msg_t *req,
     pthread_mutex_lock(&c->lock);
     bool listed = false;
     for (s_pending_t *q = c->pending; q && !listed; q = q->next)
-        listed = q == p && q->id == id && !q->done;
+        listed = q == p && q->id == id;
     if (listed)
         s_unlink(c, p);
     pthread_mutex_unlock(&c->lock);

@@ -106,6 +106,7 @@ typedef struct {
     uint64_t id;   /* segment "<ring>.ool.<id>" */
     uint64_t size; /* payload bytes in it */
 } s_ool_t;
+_Static_assert(sizeof(s_ool_t) % 8 == 0, "an OOL record is its own padding");
 
 /* A process holding the ring as a writer (pipes). */
 typedef struct {
@@ -931,6 +932,28 @@ s_eof(s_hdr_t *h, bool thorough)
 
 /* ---- put and get ----------------------------------------------------- */
 
+/* Appends one record (a wrap marker first when skip says so) after ns's
+ * tail, into free space nobody reads, and counts it in ns: the caller
+ * commits ns to make it exist. */
+static void
+s_append(dmp__ring_t *r, s_state_t *ns, uint64_t skip, uint32_t kind,
+         const void *payload, uint32_t n)
+{
+    if (skip) {
+        s_rec_t wrap = {0, S_REC_WRAP};
+        memcpy(r->data + ns->tail % r->cap, &wrap, sizeof wrap);
+        ns->tail += skip;
+    }
+    uint8_t *rec = r->data + ns->tail % r->cap;
+    s_rec_t hd = {n, kind};
+    memcpy(rec, &hd, sizeof hd);
+    if (n)
+        memcpy(rec + sizeof hd, payload, n);
+    ns->tail += sizeof hd + s_pad8(n);
+    ns->count++;
+    ns->unfinished++;
+}
+
 /* Commits the puts written into ns (the items exist from then on),
  * unlocks, and wakes one getter (a getter passes the wake on while items
  * remain), another putter if room remains (a get wakes one putter, which
@@ -1010,28 +1033,12 @@ dmp__ring_put(dmp__ring_t *r, const void *data, size_t len, double timeout)
     }
     S_HOOK("put-locked");
 
-    /* Payload first, into free space nobody reads. */
     s_state_t ns = *s_state(h);
-    if (skip) {
-        s_rec_t wrap = {0, S_REC_WRAP};
-        memcpy(r->data + ns.tail % r->cap, &wrap, sizeof wrap);
-        ns.tail += skip;
-    }
-    uint8_t *rec = r->data + ns.tail % r->cap;
-    if (ool) {
-        s_rec_t hd = {sizeof ool_rec, S_REC_OOL};
-        memcpy(rec, &hd, sizeof hd);
-        memcpy(rec + sizeof hd, &ool_rec, sizeof ool_rec);
-    } else {
-        s_rec_t hd = {(uint32_t)len, S_REC_DATA};
-        memcpy(rec, &hd, sizeof hd);
-        if (len)
-            memcpy(rec + sizeof hd, data, len);
-    }
+    if (ool)
+        s_append(r, &ns, skip, S_REC_OOL, &ool_rec, sizeof ool_rec);
+    else
+        s_append(r, &ns, skip, S_REC_DATA, data, (uint32_t)len);
     S_HOOK("put-written");
-    ns.tail += need;
-    ns.count++;
-    ns.unfinished++;
     s_put_commit(r, &ns);
     return 0;
 
@@ -1048,9 +1055,7 @@ s_batch_record(const uint8_t *data, size_t len, size_t at, uint32_t *n_p)
 {
     if (len - at < 4)
         return false;
-    const uint8_t *p = data + at;
-    *n_p = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-           (uint32_t)p[3] << 24;
+    *n_p = dmp__le32_get(data + at);
     return *n_p <= len - at - 4;
 }
 
@@ -1085,21 +1090,9 @@ s_put_run(dmp__ring_t *r, const uint8_t *data, size_t len, size_t *done)
     uint64_t skip = 0;
     while (at < len && s_batch_record(data, len, at, &n) &&
            s_batch_inline(r, n)) {
-        uint64_t need = sizeof(s_rec_t) + s_pad8(n);
-        if (!s_room(r, &ns, need, &skip))
+        if (!s_room(r, &ns, sizeof(s_rec_t) + s_pad8(n), &skip))
             break;
-        if (skip) {
-            s_rec_t wrap = {0, S_REC_WRAP};
-            memcpy(r->data + ns.tail % r->cap, &wrap, sizeof wrap);
-            ns.tail += skip;
-        }
-        uint8_t *rec = r->data + ns.tail % r->cap;
-        s_rec_t hd = {n, S_REC_DATA};
-        memcpy(rec, &hd, sizeof hd);
-        memcpy(rec + sizeof hd, data + at + 4, n);
-        ns.tail += need;
-        ns.count++;
-        ns.unfinished++;
+        s_append(r, &ns, skip, S_REC_DATA, data + at + 4, n);
         at += 4 + (size_t)n;
     }
     if (at == *done) {

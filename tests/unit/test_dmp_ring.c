@@ -42,7 +42,7 @@
 
 /* Defined in dmp_ring.c: called at named points of put and get while the
  * lock is held ("put-locked", "put-written", "put-committed",
- * "get-copied", "get-committed"). */
+ * "get-copied", "get-committed", and "batch-written" in a batch put). */
 extern void (*dmp__ring_test_hook)(const char *point);
 /* Pipe support in dmp_ring.c, declared here too until dmp_impl.h carries
  * it everywhere. poll waits up to timeout for a get that would not block
@@ -439,8 +439,7 @@ s_get_once(const char *name, size_t *len_p, int *first_p)
 static size_t
 s_record(uint8_t *batch, size_t at, const void *data, uint32_t n)
 {
-    for (int i = 0; i < 4; i++)
-        batch[at + i] = (uint8_t)(n >> (8 * i));
+    dmp__le32_put(batch + at, n);
     memcpy(batch + at + 4, data, n);
     return at + 4 + n;
 }
