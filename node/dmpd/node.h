@@ -273,6 +273,9 @@ int node_objects_wake_fd(node_t *node);
 void node_objects_retry(node_t *node);
 /* Seconds until the next parked operation times out (or 1). */
 double node_objects_next_deadline(node_t *node);
+/* Sends the answers to pipe puts kept for later that are due; seconds
+ * until the next one is (INFINITY: none kept). */
+double node_objects_acks_due(node_t *node);
 int node_objects_open(node_t *node);
 void node_objects_close(node_t *node);
 
@@ -386,6 +389,7 @@ struct node {
     uint64_t next_fwd;
     struct node_obj *objs;      /* queues and pipes we own */
     struct node_park *parked;   /* ring operations waiting for room/items */
+    struct node_ack *acks;      /* answers to pipe puts kept for later */
     double reoffer_at;          /* retry parked operations then: items
                                  * offered, not taken; 0 after a park */
     uint64_t next_obj;

@@ -53,6 +53,11 @@ struct node_obj {
     char names[DMP__OBJ_RINGS_MAX][DMP__RING_NAME_MAX];
     dmp__ring_t *rings[DMP__OBJ_RINGS_MAX];
     unsigned parked[DMP__OBJ_RINGS_MAX]; /* operations waiting on it */
+    /* The ring writes to our FIFO: set when something parks on it, left
+     * set until a wake-up finds nothing parked there (a getter elsewhere
+     * parks again at once: setting the path each time takes the ring's
+     * lock while the writer puts, and costs that writer a futex wake). */
+    bool notify[DMP__OBJ_RINGS_MAX];
     int64_t offered[DMP__OBJ_RINGS_MAX];  /* this retry pass: items told */
 };
 
@@ -228,12 +233,103 @@ node_objects_new(node_t *node, const dmp__msg_t *req, dmp__msg_t *rep)
                      DMP__RING_NAME_MAX);
 }
 
+/* A pipe's remote sender keeps a window of batches on their way
+ * (dmp_feeder.c) and needs their answers only to reopen it or to flush.
+ * So a batch put whole is answered a little later, just before the next
+ * reply to the same connection (in a round trip: the item its recv waits
+ * for), or after ACK_DELAY_S: as with TCP's delayed ACK, the two answers
+ * travel together and wake the sender's threads once, not twice. */
+#define ACK_DELAY_S 0.002
+#define ACK_BATCH 16 /* answers kept for one connection at most */
+
+struct node_ack {
+    struct node_ack *next;
+    node_sub_t to;
+    uint64_t ids[ACK_BATCH];
+    unsigned n;
+    double due;
+};
+
+static bool
+s_same_sub(const node_sub_t *a, const node_sub_t *b)
+{
+    return a->sock == b->sock && a->rid_len == b->rid_len &&
+           memcmp(a->rid, b->rid, a->rid_len) == 0;
+}
+
+static void
+s_send_ok(const node_sub_t *to, uint64_t id)
+{
+    dmp__msg_t rep = {.id = id, .version = DMP_PROTOCOL_VERSION,
+                      .kind = DMP__MSG_RING_REPLY};
+    node_send_to(to, &rep);
+}
+
+/* Sends the answers kept in *ap, in the order of their requests. */
+static void
+s_acks_send(struct node_ack **ap)
+{
+    struct node_ack *a = *ap;
+    *ap = a->next;
+    for (unsigned i = 0; i < a->n; i++)
+        s_send_ok(&a->to, a->ids[i]);
+    dmp__free(a);
+}
+
+/* Before anything else goes to `to`: the answers kept for it, so that
+ * answers keep the order of their requests. */
+static void
+s_acks_flush_to(node_t *node, const node_sub_t *to)
+{
+    for (struct node_ack **ap = &node->acks; *ap; ap = &(*ap)->next)
+        if (s_same_sub(&(*ap)->to, to)) {
+            s_acks_send(ap);
+            return;
+        }
+}
+
+/* Keeps the success answer of request id for `to` (see above). */
+static void
+s_ack_later(node_t *node, const node_sub_t *to, uint64_t id)
+{
+    struct node_ack **ap = &node->acks;
+    while (*ap && !s_same_sub(&(*ap)->to, to))
+        ap = &(*ap)->next;
+    if (!*ap && (*ap = dmp__calloc(1, sizeof **ap)) != NULL) {
+        (*ap)->to = *to;
+        (*ap)->due = dmp__now() + ACK_DELAY_S;
+    }
+    if (!*ap) {
+        s_send_ok(to, id); /* out of memory: at once */
+        return;
+    }
+    (*ap)->ids[(*ap)->n++] = id;
+    if ((*ap)->n == ACK_BATCH)
+        s_acks_send(ap);
+}
+
+double
+node_objects_acks_due(node_t *node)
+{
+    double now = dmp__now(), next = INFINITY;
+    for (struct node_ack **ap = &node->acks; *ap;) {
+        if ((*ap)->due <= now) {
+            s_acks_send(ap);
+        } else {
+            next = (*ap)->due < next ? (*ap)->due : next;
+            ap = &(*ap)->next;
+        }
+    }
+    return next - now;
+}
+
 /* Answers a parked or immediate operation. `total` > len: data is the
  * first part of item `seq`, whose rest the getter peeks for. */
 static void
-s_reply(const node_sub_t *to, uint64_t id, int rc, uint8_t *data, size_t len,
-        int64_t count, uint64_t total, uint64_t seq)
+s_reply(node_t *node, const node_sub_t *to, uint64_t id, int rc, uint8_t *data,
+        size_t len, int64_t count, uint64_t total, uint64_t seq)
 {
+    s_acks_flush_to(node, to);
     dmp__msg_t rep = {0};
     if (rc == -ENOBUFS) {
         dmp__msg_error(&rep, id, rc, "items arriving in parts fill this "
@@ -256,9 +352,9 @@ s_reply(const node_sub_t *to, uint64_t id, int rc, uint8_t *data, size_t len,
 /* Tries op without waiting. Returns 1 when it must wait (and should be
  * parked), else 0 after replying. `done`: progress of a put batch. */
 static int
-s_try(const node_sub_t *from, uint64_t req_id, struct node_obj *o,
-      uint32_t ring, uint32_t op, const uint8_t *data, size_t len,
-      bool may_wait, size_t *done)
+s_try(node_t *node, const node_sub_t *from, uint64_t req_id,
+      struct node_obj *o, uint32_t ring, uint32_t op, const uint8_t *data,
+      size_t len, bool may_wait, size_t *done)
 {
     dmp__ring_t *r = o->rings[ring];
     uint8_t *item = NULL;
@@ -276,6 +372,10 @@ s_try(const node_sub_t *from, uint64_t req_id, struct node_obj *o,
         rc = dmp__ring_put_batch(r, data, len, done);
         if (rc == DMP_EFULL && may_wait)
             return 1;
+        if (rc == 0 && o->type == DMP__OBJ_PIPE) {
+            s_ack_later(node, from, req_id);
+            return 0;
+        }
         break;
     case DMP__RING_GET:
         rc = dmp__ring_get_max(r, &item, &item_len, 0, DMP__REMOTE_ITEM_MAX);
@@ -312,15 +412,15 @@ s_try(const node_sub_t *from, uint64_t req_id, struct node_obj *o,
     default: /* hold and close writer: node_objects_ring_op */
         rc = -EINVAL;
     }
-    s_reply(from, req_id, rc, item, item_len, count, total, seq);
+    s_reply(node, from, req_id, rc, item, item_len, count, total, seq);
     dmp__free(item);
     return 0;
 }
 
 /* The rest of an item too big for a frame: PEEK a part, TAKE it whole. */
 static void
-s_part_op(const node_sub_t *from, uint64_t req_id, dmp__ring_t *r,
-          const dmp__msg_t *req)
+s_part_op(node_t *node, const node_sub_t *from, uint64_t req_id,
+          dmp__ring_t *r, const dmp__msg_t *req)
 {
     uint64_t seq = req->u.ring_op.seq, total = 0;
     uint8_t *part = NULL;
@@ -331,7 +431,7 @@ s_part_op(const node_sub_t *from, uint64_t req_id, dmp__ring_t *r,
                             : dmp__ring_peek(r, &seq, req->u.ring_op.offset,
                                              DMP__REMOTE_ITEM_MAX, &part, &len,
                                              &total);
-    s_reply(from, req_id, rc, part, len, 0, total, seq);
+    s_reply(node, from, req_id, rc, part, len, 0, total, seq);
     dmp__free(part);
 }
 
@@ -487,8 +587,10 @@ s_park(node_t *node, struct node_obj *o, uint32_t ring, uint32_t op,
     p->len = len;
     *tail = p;
     /* A dead holder's close only waits for time; the rest for the ring. */
-    if (op != DMP__RING_CLOSE_WRITER && o->parked[ring]++ == 0) {
+    if (op != DMP__RING_CLOSE_WRITER && o->parked[ring]++ == 0 &&
+        !o->notify[ring]) {
         dmp__ring_set_notify(o->rings[ring], node->wake_path);
+        o->notify[ring] = true;
         /* A put or get between s_try and here wrote no wake-up (the ring
          * had no notify path yet): retry once this loop round is done. */
         node->reoffer_at = 0;
@@ -503,7 +605,7 @@ node_objects_ring_op(node_t *node, const dmp__msg_t *req,
     struct node_obj *o = s_find(node, req->u.ring_op.obj);
     uint32_t ring = req->u.ring_op.ring;
     if (!o || ring >= o->n_rings) {
-        s_reply(from, req->id, -EBADF, NULL, 0, 0, 0, 0);
+        s_reply(node, from, req->id, -EBADF, NULL, 0, 0, 0, 0);
         return;
     }
     uint32_t op = req->u.ring_op.op;
@@ -518,16 +620,16 @@ node_objects_ring_op(node_t *node, const dmp__msg_t *req,
         } else {
             s_writer_close(o, ring, sender, req->u.ring_op.holder_pid);
         }
-        s_reply(from, req->id, 0, NULL, 0, 0, 0, 0); /* for nobody */
+        s_reply(node, from, req->id, 0, NULL, 0, 0, 0, 0); /* for nobody */
         return;
     }
     if (op == DMP__RING_HOLD_WRITER || op == DMP__RING_CLOSE_WRITER) {
-        s_reply(from, req->id, s_writer_op(o, ring, req, sender), NULL, 0, 0,
-                0, 0);
+        s_reply(node, from, req->id, s_writer_op(o, ring, req, sender), NULL,
+                0, 0, 0, 0);
         return;
     }
     if (op == DMP__RING_PEEK || op == DMP__RING_TAKE) {
-        s_part_op(from, req->id, o->rings[ring], req);
+        s_part_op(node, from, req->id, o->rings[ring], req);
         return;
     }
     const uint8_t *data = req->u.ring_op.data;
@@ -538,7 +640,7 @@ node_objects_ring_op(node_t *node, const dmp__msg_t *req,
                                  dmp__ring_item_max(o->rings[ring]), req,
                                  &whole, &len);
         if (rc != 0) { /* a part staged (1), or the item refused */
-            s_reply(from, req->id, rc > 0 ? 0 : rc, NULL, 0, 0, 0, 0);
+            s_reply(node, from, req->id, rc > 0 ? 0 : rc, NULL, 0, 0, 0, 0);
             return;
         }
         op = DMP__RING_PUT;
@@ -550,18 +652,18 @@ node_objects_ring_op(node_t *node, const dmp__msg_t *req,
     bool behind = s_is_put(op) && s_put_parked(node, o, ring, sender, NULL);
     if (behind && !may_wait) {
         dmp__free(whole);
-        s_reply(from, req->id, DMP_EFULL, NULL, 0, 0, 0, 0);
+        s_reply(node, from, req->id, DMP_EFULL, NULL, 0, 0, 0, 0);
         return;
     }
     if (!behind &&
-        !s_try(from, req->id, o, ring, op, data, len, may_wait, &done)) {
+        !s_try(node, from, req->id, o, ring, op, data, len, may_wait, &done)) {
         dmp__free(whole);
         return;
     }
     struct node_park *p =
         s_park(node, o, ring, op, from, req->id, sender, data, whole, len);
     if (!p) {
-        s_reply(from, req->id, -ENOMEM, NULL, 0, 0, 0, 0);
+        s_reply(node, from, req->id, -ENOMEM, NULL, 0, 0, 0, 0);
         return;
     }
     p->deadline = timeout < 0 ? INFINITY : dmp__now() + timeout;
@@ -574,8 +676,8 @@ s_unpark(struct node_park **pp)
 {
     struct node_park *p = *pp;
     *pp = p->next;
-    if (p->op != DMP__RING_CLOSE_WRITER && --p->obj->parked[p->ring] == 0)
-        dmp__ring_set_notify(p->obj->rings[p->ring], "");
+    if (p->op != DMP__RING_CLOSE_WRITER)
+        p->obj->parked[p->ring]--; /* the notify path stays (see node_obj) */
     dmp__free(p->data);
     dmp__free(p);
 }
@@ -589,7 +691,7 @@ s_unpark(struct node_park **pp)
  * getter died or is slow) is offered to the next one. True when p was
  * answered. */
 static bool
-s_offer(struct node_park *p)
+s_offer(node_t *node, struct node_park *p)
 {
     dmp__ring_t *r = p->obj->rings[p->ring];
     if (dmp__ring_poll(r, 0) != 1)
@@ -598,7 +700,7 @@ s_offer(struct node_park *p)
     if (n > 0 && p->obj->offered[p->ring] >= n)
         return false;
     p->obj->offered[p->ring]++;
-    s_reply(&p->from, p->req_id, -EAGAIN, NULL, 0, 0, 0, 0);
+    s_reply(node, &p->from, p->req_id, -EAGAIN, NULL, 0, 0, 0, 0);
     return true;
 }
 
@@ -608,6 +710,12 @@ node_objects_retry(node_t *node)
     char buf[512];
     while (read(node->wake_fd, buf, sizeof buf) > 0)
         ; /* drain: one pass below serves every wake-up so far */
+    for (struct node_obj *o = node->objs; o; o = o->next)
+        for (size_t r = 0; r < o->n_rings; r++)
+            if (o->notify[r] && o->parked[r] == 0) {
+                dmp__ring_set_notify(o->rings[r], "");
+                o->notify[r] = false;
+            }
     double now = dmp__now();
     node->reoffer_at = INFINITY;
     for (struct node_park *p = node->parked; p; p = p->next)
@@ -622,7 +730,8 @@ node_objects_retry(node_t *node)
         /* A put behind an earlier one of its sender waits for it. */
         if (p->behind && s_put_parked(node, p->obj, p->ring, p->sender, p)) {
             if (expired) {
-                s_reply(&p->from, p->req_id, DMP_EFULL, NULL, 0, 0, 0, 0);
+                s_reply(node, &p->from, p->req_id, DMP_EFULL, NULL, 0, 0, 0,
+                        0);
                 s_unpark(pp);
             } else {
                 pp = &p->next;
@@ -634,7 +743,7 @@ node_objects_retry(node_t *node)
          * pay a second round trip. */
         if (p->op == DMP__RING_GET && p->obj->type == DMP__OBJ_QUEUE &&
             !expired) {
-            if (s_offer(p)) {
+            if (s_offer(node, p)) {
                 node->reoffer_at = now + REOFFER_S;
                 s_unpark(pp);
             } else {
@@ -642,8 +751,8 @@ node_objects_retry(node_t *node)
             }
             continue;
         }
-        if (!s_try(&p->from, p->req_id, p->obj, p->ring, p->op, p->data,
-                   p->len, !expired, &p->done)) {
+        if (!s_try(node, &p->from, p->req_id, p->obj, p->ring, p->op,
+                   p->data, p->len, !expired, &p->done)) {
             s_unpark(pp); /* answered: done, or Full/Empty/timeout */
             continue;
         }
@@ -688,7 +797,8 @@ node_objects_release(node_t *node, const dmp__msg_t *req, dmp__msg_t *rep)
         /* Parked operations on it fail: the object is gone. */
         for (struct node_park **pp = &node->parked; *pp;) {
             if ((*pp)->obj == o) {
-                s_reply(&(*pp)->from, (*pp)->req_id, -EBADF, NULL, 0, 0, 0, 0);
+                s_reply(node, &(*pp)->from, (*pp)->req_id, -EBADF, NULL, 0,
+                        0, 0, 0);
                 s_unpark(pp);
             } else {
                 pp = &(*pp)->next;
@@ -707,6 +817,11 @@ node_objects_release(node_t *node, const dmp__msg_t *req, dmp__msg_t *rep)
 void
 node_objects_close(node_t *node)
 {
+    while (node->acks) {
+        struct node_ack *a = node->acks;
+        node->acks = a->next;
+        dmp__free(a);
+    }
     while (node->parked)
         s_unpark(&node->parked);
     node_stage_close(node);

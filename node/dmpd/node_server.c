@@ -565,6 +565,9 @@ node_run(node_t *node)
         double shared = node_shared_next_deadline(node);
         if (shared < wait)
             wait = shared;
+        double acks = node_objects_acks_due(node);
+        if (acks < wait)
+            wait = acks;
         if (zmq_poll(items, (int)n_items, dmp__timeout_ms(wait)) < 0 &&
             errno != EINTR) {
             error_f("poll failed: %s", zmq_strerror(errno));
