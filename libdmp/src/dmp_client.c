@@ -7,14 +7,24 @@
  * wake-up on every round trip), then sleeps on a condition variable
  * until the reply with its request id arrives or its timeout passes. The
  * I/O thread reads: it polls the socket's ZMQ_FD, never the socket
- * itself, so it holds no lock while it waits. Events the agent pushes
- * without being asked (a child's output, its exit) are handed to the
- * event callback as they arrive, so a child's output reaches the terminal
- * while the parent is busy. A reply with an unknown id answers a request
- * that already timed out and is dropped. ZMQ_IMMEDIATE keeps requests
- * from queueing for an agent that is gone; ZeroMQ heartbeats and the
- * socket monitor turn a dead agent into DMP_ENODE for every waiter and
- * one "lost" event, never a hang.
+ * itself, so it holds no lock while it waits.
+ *
+ * A direct link (caller_reads; no events come on it) saves the wake-up of
+ * the I/O thread on the way back too: a caller waiting for its reply
+ * reads the socket itself (one reader at a time; the others sleep and are
+ * handed the role when it leaves), completing the requests of others as
+ * the I/O thread would. The I/O thread then reads only when no caller
+ * does and a reply is wanted without anyone waiting for it (a prompt
+ * async request, or lazy ones someone asked for with dmp__client_watch);
+ * it is woken to do so only when it is not watching already.
+ *
+ * Events the agent pushes without being asked (a child's output, its
+ * exit) are handed to the event callback as they arrive, so a child's
+ * output reaches the terminal while the parent is busy. A reply with an
+ * unknown id answers a request that already timed out and is dropped.
+ * ZMQ_IMMEDIATE keeps requests from queueing for an agent that is gone;
+ * ZeroMQ heartbeats and the socket monitor turn a dead agent into
+ * DMP_ENODE for every waiter and one "lost" event, never a hang.
  */
 #define _GNU_SOURCE
 #include "dmp_impl.h"
@@ -38,9 +48,12 @@ typedef struct s_pending {
     bool done;
     int rc;                     /* 0, or why no reply came */
     dmp__msg_t rep;             /* the reply, when rc == 0 */
-    dmp__reply_fn fn;           /* async: called on the I/O thread; the
-                                 * record is then heap-owned by the list */
+    dmp__reply_fn fn;           /* async: called by the thread reading;
+                                 * the record is heap-owned by the list */
     void *arg;
+    pthread_cond_t cond;        /* sync: its waiter sleeps on it, so that
+                                 * a reply wakes only the thread it is for */
+    bool lazy;                  /* async: nobody waits for it (see top) */
 } s_pending_t;
 
 struct dmp_client {
@@ -54,7 +67,13 @@ struct dmp_client {
     pthread_t io;                /* the I/O thread */
     bool io_started;
     pthread_mutex_t lock;        /* guards everything below */
-    pthread_cond_t cond;         /* a pending request completed */
+    bool caller_reads;           /* a direct link: waiting callers read */
+    int reader_fd;               /* eventfd: wakes the caller reading */
+    bool reading;                /* a caller reads the socket now */
+    bool io_watching;            /* the I/O thread polls the socket now */
+    bool watch_wanted;           /* dmp__client_watch: read lazy replies */
+    unsigned n_prompt;           /* async requests unanswered: not lazy */
+    unsigned n_lazy;             /* and lazy */
     s_pending_t *pending;        /* requests waiting for replies */
     uint64_t next_id;
     bool stop;                   /* the I/O thread should exit */
@@ -97,13 +116,17 @@ s_complete(dmp_client_t *c, uint64_t id, bool all, int rc, dmp__msg_t *rep,
             *pp = p->next;
             p->next = *async_p;
             *async_p = p;
+            if (p->lazy)
+                c->n_lazy--;
+            else
+                c->n_prompt--;
         } else {
+            pthread_cond_signal(&p->cond);
             pp = &p->next;
         }
         if (!all)
             break;
     }
-    pthread_cond_broadcast(&c->cond);
 }
 
 /* Runs completed async requests' callbacks (without the lock held). */
@@ -122,6 +145,33 @@ s_run_async(s_pending_t *list)
     }
 }
 
+static void
+s_kick(int fd)
+{
+    uint64_t one = 1;
+    if (write(fd, &one, sizeof one) < 0) {
+        /* an eventfd write fails only on overflow: it is readable then */
+    }
+}
+
+/* Under the lock: should the I/O thread read the socket? (See the top.) */
+static bool
+s_io_wanted(const dmp_client_t *c)
+{
+    return !c->caller_reads ||
+           (!c->reading &&
+            (c->n_prompt > 0 || (c->watch_wanted && c->n_lazy > 0)));
+}
+
+/* Under the lock, after a change that may want the I/O thread reading:
+ * wakes it when it is not watching the socket already. */
+static void
+s_io_kick_if(dmp_client_t *c)
+{
+    if (!c->io_watching && s_io_wanted(c))
+        s_kick(c->wake_fd);
+}
+
 /* Sends an encoded request from the caller's thread: 0, or DMP_ENODE
  * (no connection: ZMQ_IMMEDIATE). ZMQ_FD is edge-triggered: a send may
  * make ZeroMQ process the commands that say a reply is readable, and
@@ -136,9 +186,13 @@ s_send(dmp_client_t *c, const uint8_t *buf, size_t len)
     bool readable = zmq_getsockopt(c->sock, ZMQ_EVENTS, &events, &size) ==
                     0 && (events & ZMQ_POLLIN);
     pthread_mutex_unlock(&c->sock_mx);
-    uint64_t one = 1;
-    if (readable && write(c->wake_fd, &one, sizeof one) < 0) {
-        /* cannot fail but on overflow, and then the thread is awake */
+    if (readable) { /* tell whoever polls; a new reader reads first */
+        pthread_mutex_lock(&c->lock);
+        if (c->reading)
+            s_kick(c->reader_fd);
+        else if (c->io_watching)
+            s_kick(c->wake_fd);
+        pthread_mutex_unlock(&c->lock);
     }
     return rc;
 }
@@ -155,8 +209,10 @@ s_unlink(dmp_client_t *c, s_pending_t *p)
     }
 }
 
+/* Reads every message there is, as the I/O thread or as the caller
+ * reading (as_reader), and completes their requests. */
 static void
-s_io_recv(dmp_client_t *c)
+s_io_recv(dmp_client_t *c, bool as_reader)
 {
     for (;;) {
         zmq_msg_t frame;
@@ -191,6 +247,8 @@ s_io_recv(dmp_client_t *c)
             s_pending_t *async = NULL;
             pthread_mutex_lock(&c->lock);
             s_complete(c, 0, true, -ENOMEM, NULL, &async);
+            if (!as_reader && c->reading)
+                s_kick(c->reader_fd);
             pthread_mutex_unlock(&c->lock);
             s_run_async(async);
             continue;
@@ -209,6 +267,10 @@ s_io_recv(dmp_client_t *c)
         s_pending_t *async = NULL;
         pthread_mutex_lock(&c->lock);
         s_complete(c, msg.id, false, 0, &msg, &async);
+        /* The reader may have looked before we took its reply: it polls
+         * the socket, which says nothing more. */
+        if (!as_reader && c->reading)
+            s_kick(c->reader_fd);
         pthread_mutex_unlock(&c->lock);
         s_run_async(async);
         dmp__msg_clear(&msg); /* a late reply nobody took */
@@ -238,6 +300,8 @@ s_io_monitor(dmp_client_t *c)
     pthread_mutex_lock(&c->lock);
     c->lost = true;
     s_complete(c, 0, true, DMP_ENODE, NULL, &async);
+    if (c->reading)
+        s_kick(c->reader_fd);
     pthread_mutex_unlock(&c->lock);
     s_run_async(async);
     if (c->on_event)
@@ -249,14 +313,21 @@ s_io(void *arg)
 {
     dmp_client_t *c = arg;
     for (;;) {
+        pthread_mutex_lock(&c->lock);
+        bool watch = s_io_wanted(c);
+        c->io_watching = watch;
+        if (c->n_lazy == 0)
+            c->watch_wanted = false;
+        pthread_mutex_unlock(&c->lock);
         /* Whatever woke us, read all there is: ZMQ_FD only says "look",
          * and a caller's send may have looked first. Replies' callbacks
          * run here without sock_mx, so they may send. */
-        s_io_recv(c);
-        zmq_pollitem_t items[3] = {{NULL, c->sock_fd, ZMQ_POLLIN, 0},
+        if (watch)
+            s_io_recv(c, false);
+        zmq_pollitem_t items[3] = {{c->mon, 0, ZMQ_POLLIN, 0},
                                    {NULL, c->wake_fd, ZMQ_POLLIN, 0},
-                                   {c->mon, 0, ZMQ_POLLIN, 0}};
-        if (zmq_poll(items, 3, -1) < 0) {
+                                   {NULL, c->sock_fd, ZMQ_POLLIN, 0}};
+        if (zmq_poll(items, watch ? 3 : 2, -1) < 0) {
             if (errno == EINTR)
                 continue;
             break;
@@ -271,7 +342,7 @@ s_io(void *arg)
             if (stop)
                 break;
         }
-        if (items[2].revents & ZMQ_POLLIN)
+        if (items[0].revents & ZMQ_POLLIN)
             s_io_monitor(c);
     }
     return NULL;
@@ -306,11 +377,75 @@ dmp_client_destroy(dmp_client_t **client_p)
         zmq_ctx_term(c->ctx);
     if (c->wake_fd >= 0)
         close(c->wake_fd);
-    pthread_cond_destroy(&c->cond);
+    if (c->reader_fd >= 0)
+        close(c->reader_fd);
     pthread_mutex_destroy(&c->lock);
     pthread_mutex_destroy(&c->sock_mx);
     dmp__free(c);
     *client_p = NULL;
+}
+
+/* Milliseconds from now until `until` (CLOCK_MONOTONIC), at most an hour;
+ * 0 once it passed. */
+static int
+s_ms_until(const struct timespec *until)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    double ms = (double)(until->tv_sec - now.tv_sec) * 1e3 +
+                (double)(until->tv_nsec - now.tv_nsec) / 1e6;
+    if (ms <= 0)
+        return 0;
+    return ms > 3600e3 ? 3600000 : (int)ms + 1;
+}
+
+/* Under the lock, a caller leaving the reader's role: it goes to another
+ * caller waiting for its reply, else to the I/O thread if it is wanted. */
+static void
+s_pass_reading(dmp_client_t *c, const s_pending_t *mine)
+{
+    c->reading = false;
+    for (s_pending_t *q = c->pending; q; q = q->next)
+        if (!q->fn && !q->done && q != mine) {
+            pthread_cond_signal(&q->cond);
+            return;
+        }
+    s_io_kick_if(c);
+}
+
+/* Called with the lock held and nobody reading: reads the socket as the
+ * I/O thread would until p is answered (false) or `until` passes (true).
+ * Returns with the lock held and the role passed on. */
+static bool
+s_read_as_caller(dmp_client_t *c, s_pending_t *p,
+                 const struct timespec *until)
+{
+    c->reading = true;
+    bool expired = false;
+    for (;;) {
+        pthread_mutex_unlock(&c->lock);
+        s_io_recv(c, true);
+        pthread_mutex_lock(&c->lock);
+        if (p->done)
+            break;
+        int ms = s_ms_until(until);
+        if (ms == 0) {
+            expired = true;
+            break;
+        }
+        pthread_mutex_unlock(&c->lock);
+        /* reader_fd: the I/O thread took our reply or lost the link. */
+        zmq_pollitem_t items[2] = {{NULL, c->sock_fd, ZMQ_POLLIN, 0},
+                                   {NULL, c->reader_fd, ZMQ_POLLIN, 0}};
+        uint64_t n;
+        if (zmq_poll(items, 2, ms) > 0 && (items[1].revents & ZMQ_POLLIN) &&
+            read(c->reader_fd, &n, sizeof n) < 0) {
+            /* EAGAIN: another read took it */
+        }
+        pthread_mutex_lock(&c->lock);
+    }
+    s_pass_reading(c, p);
+    return expired;
 }
 
 int
@@ -338,6 +473,7 @@ dmp__client_request(dmp_client_t *c, const char *node, dmp__msg_t *req,
         dmp__free(buf);
         return DMP_ENODE;
     }
+    dmp__cond_init_monotonic(&pending.cond);
     /* Listed before it leaves: the reply may come at once. */
     pending.next = c->pending;
     c->pending = &pending;
@@ -359,7 +495,13 @@ dmp__client_request(dmp_client_t *c, const char *node, dmp__msg_t *req,
         until.tv_nsec -= 1000000000L;
     }
     while (!pending.done) {
-        if (pthread_cond_timedwait(&c->cond, &c->lock, &until) == ETIMEDOUT)
+        if (c->caller_reads && !c->reading) {
+            if (s_read_as_caller(c, &pending, &until))
+                break;
+            continue;
+        }
+        if (pthread_cond_timedwait(&pending.cond, &c->lock, &until) ==
+            ETIMEDOUT)
             break;
     }
     s_unlink(c, &pending); /* the I/O thread sees it only under lock */
@@ -388,13 +530,14 @@ dmp__client_request(dmp_client_t *c, const char *node, dmp__msg_t *req,
         memset(&pending.rep, 0, sizeof pending.rep);
     }
     pthread_mutex_unlock(&c->lock);
+    pthread_cond_destroy(&pending.cond);
     dmp__msg_clear(&pending.rep);
     return rc;
 }
 
 int
 dmp__client_send_async(dmp_client_t *c, const char *node, dmp__msg_t *req,
-                        dmp__reply_fn fn, void *arg)
+                       dmp__reply_fn fn, void *arg, bool lazy)
 {
     s_pending_t *p = dmp__calloc(1, sizeof *p);
     if (!p)
@@ -415,6 +558,7 @@ dmp__client_send_async(dmp_client_t *c, const char *node, dmp__msg_t *req,
     p->id = id;
     p->fn = fn;
     p->arg = arg;
+    p->lazy = lazy;
     pthread_mutex_lock(&c->lock);
     if (c->lost) {
         pthread_mutex_unlock(&c->lock);
@@ -424,6 +568,12 @@ dmp__client_send_async(dmp_client_t *c, const char *node, dmp__msg_t *req,
     }
     p->next = c->pending;
     c->pending = p;
+    if (lazy) {
+        c->n_lazy++;
+    } else {
+        c->n_prompt++;
+        s_io_kick_if(c);
+    }
     pthread_mutex_unlock(&c->lock);
     rc = s_send(c, buf, len);
     dmp__free(buf);
@@ -436,13 +586,27 @@ dmp__client_send_async(dmp_client_t *c, const char *node, dmp__msg_t *req,
     bool listed = false;
     for (s_pending_t *q = c->pending; q && !listed; q = q->next)
         listed = q == p && q->id == id;
-    if (listed)
+    if (listed) {
         s_unlink(c, p);
+        if (lazy)
+            c->n_lazy--;
+        else
+            c->n_prompt--;
+    }
     pthread_mutex_unlock(&c->lock);
     if (!listed)
         return 0;
     dmp__free(p);
     return rc;
+}
+
+void
+dmp__client_watch(dmp_client_t *c)
+{
+    pthread_mutex_lock(&c->lock);
+    c->watch_wanted = true;
+    s_io_kick_if(c);
+    pthread_mutex_unlock(&c->lock);
 }
 
 void
@@ -514,7 +678,8 @@ s_start_io(dmp_client_t *c)
 static int s_open(void *ctx, const char *address, bool tcp,
                   const dmp__keypair_t *kp, const char *server_pub,
                   double request_timeout, double connect_timeout,
-                  dmp_client_t **client_p, char *errbuf, size_t errlen);
+                  bool caller_reads, dmp_client_t **client_p, char *errbuf,
+                  size_t errlen);
 
 int
 dmp_client_connect(const dmp_client_opts_t *opts, dmp_client_t **client_p,
@@ -560,8 +725,8 @@ dmp_client_connect(const dmp_client_opts_t *opts, dmp_client_t **client_p,
     }
 
     rc = s_open(NULL, opts->address, tcp, &kp, server_pub,
-                opts->request_timeout, opts->connect_timeout, client_p,
-                errbuf, errlen);
+                opts->request_timeout, opts->connect_timeout, false,
+                client_p, errbuf, errlen);
     dmp__keypair_wipe(&kp);
     return rc;
 }
@@ -571,25 +736,27 @@ dmp_client_connect(const dmp_client_opts_t *opts, dmp_client_t **client_p,
 static int
 s_open(void *ctx, const char *address, bool tcp, const dmp__keypair_t *kp,
        const char *server_pub, double request_timeout,
-       double connect_timeout, dmp_client_t **client_p, char *errbuf,
-       size_t errlen)
+       double connect_timeout, bool caller_reads, dmp_client_t **client_p,
+       char *errbuf, size_t errlen)
 {
     int rc;
     dmp_client_t *c = dmp__calloc(1, sizeof *c);
     if (!c)
         return -ENOMEM;
     c->wake_fd = -1;
+    c->reader_fd = -1;
+    c->caller_reads = caller_reads;
     pthread_mutex_init(&c->lock, NULL);
     pthread_mutex_init(&c->sock_mx, NULL);
-    dmp__cond_init_monotonic(&c->cond);
     c->request_timeout = request_timeout > 0 ? request_timeout : 10.0;
     c->local = !tcp;
     dmp__strlcpy(c->node, address, sizeof c->node);
     c->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    c->reader_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     c->own_ctx = ctx == NULL;
     c->ctx = ctx ? ctx : zmq_ctx_new();
     c->sock = c->ctx ? zmq_socket(c->ctx, ZMQ_DEALER) : NULL;
-    if (!c->sock || c->wake_fd < 0) {
+    if (!c->sock || c->wake_fd < 0 || c->reader_fd < 0) {
         rc = -ENOMEM;
         goto out;
     }
@@ -625,8 +792,9 @@ dmp__client_connect_keys(dmp_client_t *share, const char *address,
                          size_t errlen)
 {
     errbuf[0] = '\0';
+    /* No events come on a link: its waiting callers read (see top). */
     return s_open(share ? share->ctx : NULL, address, true, kp, server_pub,
-                  0, 0, client_p, errbuf, errlen);
+                  0, 0, true, client_p, errbuf, errlen);
 }
 
 const char *

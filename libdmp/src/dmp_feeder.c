@@ -99,10 +99,12 @@ s_send_locked(dmp__feeder_t *f, bool choose)
     req.u.ring_op.len = f->len;
     req.u.ring_op.timeout = -1; /* wait at the owner for room */
     bool direct = via && via != f->client;
+    /* A pipe's answers are lazy: the window stays open without them, so
+     * nobody is woken to read them (dmp__feeder_put asks when it must). */
     int rc = via ? dmp__client_send_async(via,
                                           direct ? NULL
                                                  : dmp__obj_route(f->node),
-                                          &req, s_batch_done, f)
+                                          &req, s_batch_done, f, f->at_once)
                  : -EBADF;
     if (rc == -ENOMEM)
         return rc;
@@ -155,8 +157,10 @@ dmp__feeder_put(dmp__feeder_t *f, const void *data, size_t len)
     if (len + 4 > BATCH_MAX)
         return -EMSGSIZE; /* across hosts an item is one frame */
     pthread_mutex_lock(&f->mx);
-    while (s_must_wait(f, len))
+    while (s_must_wait(f, len)) {
+        dmp__client_watch(f->via);
         pthread_cond_wait(&f->cv, &f->mx);
+    }
     int rc = f->error;
     f->error = 0;
     if (rc == 0 && f->len + 4 + len > f->cap) {
@@ -181,6 +185,10 @@ dmp__feeder_put(dmp__feeder_t *f, const void *data, size_t len)
             f->len -= 4 + len; /* not sent: this put did not happen */
             rc = -ENOMEM;
         }
+        /* Buffered behind a closed window: it leaves with an answer,
+         * which someone must read even if this process waits elsewhere. */
+        if (rc == 0 && f->len && f->inflight)
+            dmp__client_watch(f->via);
     }
     pthread_mutex_unlock(&f->mx);
     return rc;
@@ -196,8 +204,10 @@ dmp__feeder_flush(dmp__feeder_t *f)
         pthread_mutex_unlock(&f->mx);
         return rc;
     }
-    while (f->inflight)
+    while (f->inflight) {
+        dmp__client_watch(f->via);
         pthread_cond_wait(&f->cv, &f->mx);
+    }
     rc = f->error;
     f->error = 0;
     pthread_mutex_unlock(&f->mx);

@@ -913,14 +913,23 @@ void dmp__shared_atexit(void);
 void dmp__shared_hold_for_child(const dmp_value_t *args, const char *node,
                                 pid_t pid);
 
-/* Called on the client's I/O thread when an async request completes:
- * rc 0 with the reply (borrowed for the call), or an error code. */
+/* Called when an async request completes: rc 0 with the reply (borrowed
+ * for the call), or an error code. It runs on the client's I/O thread, or,
+ * on a direct link, on whichever thread reads the socket (one waiting for
+ * its own reply on that link): so it must not take a lock that a thread
+ * holds around a request on a direct link. */
 typedef void (*dmp__reply_fn)(int rc, const dmp__msg_t *rep, void *arg);
 /* Sends req without waiting; fn runs once when its reply (or an error,
  * DMP_ENODE when the connection is lost or the client destroyed) comes.
- * fn may call dmp__client_send_async again. */
+ * fn may call dmp__client_send_async again. `lazy`: nobody waits for this
+ * reply, so no thread needs waking to read it: on a direct link it is read
+ * with the next reply some caller waits for, or once dmp__client_watch
+ * asks for it (a pipe's send: the window of batches stays open). */
 int dmp__client_send_async(dmp_client_t *c, const char *node,
-                           dmp__msg_t *req, dmp__reply_fn fn, void *arg);
+                           dmp__msg_t *req, dmp__reply_fn fn, void *arg,
+                           bool lazy);
+/* The replies of lazy requests on c are wanted now: have them read. */
+void dmp__client_watch(dmp_client_t *c);
 
 /* ---- ZeroMQ helpers shared by the library, the agent and the CLI ----- */
 /* The ZAP domain every dmp CURVE server uses (never empty: see FAULTS). */

@@ -304,7 +304,7 @@ s_request_async(dmp_shared_t *s, dmp__msg_t *req)
     pthread_mutex_lock(&s->amx);
     s->inflight++;
     pthread_mutex_unlock(&s->amx);
-    int rc = dmp__client_send_async(c, route, req, s_async_done, s);
+    int rc = dmp__client_send_async(c, route, req, s_async_done, s, false);
     if (rc)
         s_async_done(0, NULL, s);
     return rc;

@@ -12,6 +12,12 @@
  *    over CURVE tcp: every caller gets its own reply and none waits for
  *    its timeout (callers send from their own threads while the I/O
  *    thread reads; a reply whose wake-up got lost would time out).
+ *  - The same over a client made as a direct link is (whose waiting
+ *    callers read the socket themselves, one at a time, handing the role
+ *    on), with async requests mixed in: prompt ones, answered while no
+ *    caller waits (the I/O thread must be woken to read them), and lazy
+ *    ones, read with the callers' replies or once dmp__client_watch asks;
+ *    every callback runs once.
  *  - 1 M items of 100 bytes through one queue owned by node1 (a 1 MiB
  *    ring, about 8000 items), put by a process on node2 without a direct
  *    link (DMP_DIRECT=0), so every item goes through both agents: node2
@@ -28,6 +34,7 @@
  * also the producer's program (DMP_CHILD, DMP_ZYGOTE).
  */
 #define _GNU_SOURCE
+#include "dmp_impl.h"
 #include "dmp_test.h"
 
 #include <pthread.h>
@@ -236,7 +243,45 @@ test_a_thousand_clients_at_once_are_served(void **state)
 typedef struct {
     dmp_client_t *client;
     int rounds, failures;
+    bool with_async; /* every 5th round an async hello too, lazy or not */
 } s_caller_t;
+
+static int s_async_sent, s_async_done, s_async_failed; /* atomic */
+
+static void
+s_async_hello_done(int rc, const dmp__msg_t *rep, void *arg)
+{
+    (void)arg;
+    if (rc || !rep || rep->kind != DMP__MSG_HELLO)
+        __atomic_add_fetch(&s_async_failed, 1, __ATOMIC_SEQ_CST);
+    __atomic_add_fetch(&s_async_done, 1, __ATOMIC_SEQ_CST);
+}
+
+static int
+s_async_hello(dmp_client_t *c, bool lazy)
+{
+    dmp__msg_t req = {.kind = DMP__MSG_HELLO};
+    req.u.hello.version = DMP_PROTOCOL_VERSION;
+    dmp__strlcpy(req.u.hello.role, "client", sizeof req.u.hello.role);
+    int rc = dmp__client_send_async(c, NULL, &req, s_async_hello_done, NULL,
+                                    lazy);
+    if (rc == 0)
+        __atomic_add_fetch(&s_async_sent, 1, __ATOMIC_SEQ_CST);
+    return rc;
+}
+
+/* Waits (at most 5 s) until every async hello sent was answered. */
+static bool
+s_async_all_done(void)
+{
+    double deadline = dmp_test_now() + 5;
+    while (__atomic_load_n(&s_async_done, __ATOMIC_SEQ_CST) <
+               __atomic_load_n(&s_async_sent, __ATOMIC_SEQ_CST) &&
+           dmp_test_now() < deadline)
+        s_sleep(0.001);
+    return __atomic_load_n(&s_async_done, __ATOMIC_SEQ_CST) ==
+           __atomic_load_n(&s_async_sent, __ATOMIC_SEQ_CST);
+}
 
 /* Pings, and every third time lists the nodes (a larger reply). */
 static void *
@@ -245,6 +290,10 @@ s_call(void *arg)
     s_caller_t *w = arg;
     for (int i = 0; i < w->rounds; i++) {
         int rc;
+        if (w->with_async && i % 5 == 4 &&
+            (rc = s_async_hello(w->client, i % 10 == 4)) != 0 &&
+            w->failures++ == 0)
+            print_error("# async hello: %s\n", dmp_strerror(rc));
         if (i % 3 == 2) {
             dmp_node_info_t *nodes = NULL;
             size_t n = 0;
@@ -263,12 +312,12 @@ s_call(void *arg)
 }
 
 static void
-s_share(dmp_client_t *c)
+s_share(dmp_client_t *c, bool with_async)
 {
     pthread_t threads[SHARED_THREADS];
     s_caller_t callers[SHARED_THREADS];
     for (size_t t = 0; t < SHARED_THREADS; t++) {
-        callers[t] = (s_caller_t){c, SHARED_ROUNDS, 0};
+        callers[t] = (s_caller_t){c, SHARED_ROUNDS, 0, with_async};
         assert_int_equal(
             pthread_create(&threads[t], NULL, s_call, &callers[t]), 0);
     }
@@ -278,7 +327,7 @@ s_share(dmp_client_t *c)
         failures += callers[t].failures;
     }
     assert_int_equal(failures, 0);
-    s_caller_t serial = {c, SERIAL_ROUNDS, 0};
+    s_caller_t serial = {c, SERIAL_ROUNDS, 0, with_async};
     s_call(&serial);
     assert_int_equal(serial.failures, 0);
 }
@@ -289,14 +338,58 @@ test_one_client_shared_by_threads_answers_every_caller(void **state)
     (void)state;
     dmp_client_t *c = NULL;
     assert_dmp_ok(dmp_test_agent_connect_ipc(s_t.node1, &c));
-    s_share(c);
+    s_share(c, false);
     dmp_client_destroy(&c);
     char err[512] = "";
     int rc = dmp_test_agent_connect(s_t.node1, &c, err, sizeof err);
     if (rc)
         print_error("# %s\n", err);
     assert_dmp_ok(rc);
-    s_share(c);
+    s_share(c, false);
+    dmp_client_destroy(&c);
+}
+
+/* A client as dmp_direct.c makes one (waiting callers read), to node1
+ * with the sandbox's client key. */
+static void
+s_connect_link(dmp_client_t **c)
+{
+    dmp__keypair_t kp;
+    char pub[DMP__Z85_KEY_LEN + 1], err[512] = "";
+    assert_dmp_ok(dmp__key_load_secret(s_t.sb->client_key, &kp, err,
+                                       sizeof err));
+    assert_dmp_ok(dmp__key_load_public(s_t.node1->pub_file, pub, err,
+                                       sizeof err));
+    int rc = dmp__client_connect_keys(NULL, s_t.node1->address, &kp, pub, c,
+                                      err, sizeof err);
+    if (rc)
+        print_error("# %s\n", err);
+    dmp__keypair_wipe(&kp);
+    assert_dmp_ok(rc);
+}
+
+static void
+test_one_direct_link_shared_by_threads_answers_every_caller(void **state)
+{
+    (void)state;
+    dmp_client_t *c = NULL;
+    s_connect_link(&c);
+    s_share(c, false); /* only callers: they must hand the role on */
+    s_share(c, true);
+    /* Lazy answers the callers did not read come once asked for. */
+    dmp__client_watch(c);
+    assert_true(s_async_all_done());
+    /* Prompt ones with no caller waiting: the I/O thread reads them. */
+    for (int i = 0; i < 100; i++)
+        assert_dmp_ok(s_async_hello(c, false));
+    assert_true(s_async_all_done());
+    /* A lazy one, then a caller's request: read with its reply. */
+    assert_dmp_ok(s_async_hello(c, true));
+    assert_dmp_ok(dmp_client_ping(c));
+    assert_true(s_async_all_done());
+    assert_int_equal(__atomic_load_n(&s_async_failed, __ATOMIC_SEQ_CST), 0);
+    print_message("# %d async hellos answered, each once\n",
+                  __atomic_load_n(&s_async_done, __ATOMIC_SEQ_CST));
     dmp_client_destroy(&c);
 }
 
@@ -403,6 +496,8 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_a_thousand_clients_at_once_are_served),
         cmocka_unit_test(test_one_client_shared_by_threads_answers_every_caller),
+        cmocka_unit_test(
+            test_one_direct_link_shared_by_threads_answers_every_caller),
         cmocka_unit_test(
             test_a_million_items_through_one_queue_with_a_slow_consumer),
     };
