@@ -154,13 +154,15 @@ s_kick(int fd)
     }
 }
 
-/* Under the lock: should the I/O thread read the socket? (See the top.) */
+/* Under the lock: should the I/O thread read the socket? (See the top.)
+ * Once it watches, it goes on until a caller reads: a producer's next
+ * prompt request then needs no wake-up to be watched for. */
 static bool
 s_io_wanted(const dmp_client_t *c)
 {
     return !c->caller_reads ||
-           (!c->reading &&
-            (c->n_prompt > 0 || (c->watch_wanted && c->n_lazy > 0)));
+           (!c->reading && (c->io_watching || c->n_prompt > 0 ||
+                            (c->watch_wanted && c->n_lazy > 0)));
 }
 
 /* Under the lock, after a change that may want the I/O thread reading:

@@ -185,9 +185,11 @@ dmp__feeder_put(dmp__feeder_t *f, const void *data, size_t len)
             f->len -= 4 + len; /* not sent: this put did not happen */
             rc = -ENOMEM;
         }
-        /* Buffered behind a closed window: it leaves with an answer,
-         * which someone must read even if this process waits elsewhere. */
-        if (rc == 0 && f->len && f->inflight)
+        /* The first item buffered behind a closed window: it leaves with
+         * an answer, which someone must read even if this process waits
+         * elsewhere (asked once: the answers are watched for until none
+         * is due). */
+        if (rc == 0 && f->len == 4 + len && f->inflight)
             dmp__client_watch(f->via);
     }
     pthread_mutex_unlock(&f->mx);

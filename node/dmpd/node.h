@@ -273,8 +273,9 @@ int node_objects_wake_fd(node_t *node);
 void node_objects_retry(node_t *node);
 /* Seconds until the next parked operation times out (or 1). */
 double node_objects_next_deadline(node_t *node);
-/* Sends the answers to pipe puts kept for later that are due; seconds
- * until the next one is (INFINITY: none kept). */
+/* Sends the answers to pipe puts kept for later that are due (or whose
+ * connection waits for no item here); seconds until the next one is
+ * (INFINITY: none kept). Called once per loop round. */
 double node_objects_acks_due(node_t *node);
 int node_objects_open(node_t *node);
 void node_objects_close(node_t *node);

@@ -235,18 +235,19 @@ node_objects_new(node_t *node, const dmp__msg_t *req, dmp__msg_t *rep)
 
 /* A pipe's remote sender keeps a window of batches on their way
  * (dmp_feeder.c) and needs their answers only to reopen it or to flush.
- * So a batch put whole is answered a little later, just before the next
- * reply to the same connection (in a round trip: the item its recv waits
- * for), or after ACK_DELAY_S: as with TCP's delayed ACK, the two answers
- * travel together and wake the sender's threads once, not twice. */
+ * When the same connection then waits here for an item (a recv after a
+ * send: a round trip), a batch put whole is answered just before the
+ * next reply to it, the item, or after ACK_DELAY_S: as with TCP's delayed
+ * ACK, the two answers travel together and wake the sender's threads
+ * once, not twice. A sender streaming waits for no item: its answers go
+ * one message late (the next batch sends the one kept), the last once
+ * the messages that came with it are done, so its window stays open. */
 #define ACK_DELAY_S 0.002
-#define ACK_BATCH 16 /* answers kept for one connection at most */
 
 struct node_ack {
     struct node_ack *next;
     node_sub_t to;
-    uint64_t ids[ACK_BATCH];
-    unsigned n;
+    uint64_t id; /* the request answered */
     double due;
 };
 
@@ -265,18 +266,17 @@ s_send_ok(const node_sub_t *to, uint64_t id)
     node_send_to(to, &rep);
 }
 
-/* Sends the answers kept in *ap, in the order of their requests. */
+/* Sends the answer kept in *ap and forgets it. */
 static void
 s_acks_send(struct node_ack **ap)
 {
     struct node_ack *a = *ap;
     *ap = a->next;
-    for (unsigned i = 0; i < a->n; i++)
-        s_send_ok(&a->to, a->ids[i]);
+    s_send_ok(&a->to, a->id);
     dmp__free(a);
 }
 
-/* Before anything else goes to `to`: the answers kept for it, so that
+/* Before anything else goes to `to`: the answer kept for it, so that
  * answers keep the order of their requests. */
 static void
 s_acks_flush_to(node_t *node, const node_sub_t *to)
@@ -292,20 +292,28 @@ s_acks_flush_to(node_t *node, const node_sub_t *to)
 static void
 s_ack_later(node_t *node, const node_sub_t *to, uint64_t id)
 {
-    struct node_ack **ap = &node->acks;
-    while (*ap && !s_same_sub(&(*ap)->to, to))
-        ap = &(*ap)->next;
-    if (!*ap && (*ap = dmp__calloc(1, sizeof **ap)) != NULL) {
-        (*ap)->to = *to;
-        (*ap)->due = dmp__now() + ACK_DELAY_S;
-    }
-    if (!*ap) {
+    s_acks_flush_to(node, to); /* one kept per connection */
+    struct node_ack *a = dmp__calloc(1, sizeof *a);
+    if (!a) {
         s_send_ok(to, id); /* out of memory: at once */
         return;
     }
-    (*ap)->ids[(*ap)->n++] = id;
-    if ((*ap)->n == ACK_BATCH)
-        s_acks_send(ap);
+    a->to = *to;
+    a->id = id;
+    a->due = dmp__now() + ACK_DELAY_S;
+    a->next = node->acks;
+    node->acks = a;
+}
+
+/* Whether `to` waits here for an item (a get or poll parked). */
+static bool
+s_get_parked_for(node_t *node, const node_sub_t *to)
+{
+    for (struct node_park *p = node->parked; p; p = p->next)
+        if ((p->op == DMP__RING_GET || p->op == DMP__RING_POLL) &&
+            s_same_sub(&p->from, to))
+            return true;
+    return false;
 }
 
 double
@@ -313,7 +321,7 @@ node_objects_acks_due(node_t *node)
 {
     double now = dmp__now(), next = INFINITY;
     for (struct node_ack **ap = &node->acks; *ap;) {
-        if ((*ap)->due <= now) {
+        if ((*ap)->due <= now || !s_get_parked_for(node, &(*ap)->to)) {
             s_acks_send(ap);
         } else {
             next = (*ap)->due < next ? (*ap)->due : next;
