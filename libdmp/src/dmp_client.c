@@ -188,11 +188,13 @@ s_send(dmp_client_t *c, const uint8_t *buf, size_t len)
     bool readable = zmq_getsockopt(c->sock, ZMQ_EVENTS, &events, &size) ==
                     0 && (events & ZMQ_POLLIN);
     pthread_mutex_unlock(&c->sock_mx);
-    if (readable) { /* tell whoever polls; a new reader reads first */
+    if (readable) { /* tell all who poll; a new reader reads first */
         pthread_mutex_lock(&c->lock);
         if (c->reading)
             s_kick(c->reader_fd);
-        else if (c->io_watching)
+        /* Also the I/O thread: a reader may be leaving, with nothing to
+         * read for itself, while it has a reply to read. */
+        if (c->io_watching)
             s_kick(c->wake_fd);
         pthread_mutex_unlock(&c->lock);
     }
@@ -496,8 +498,10 @@ dmp__client_request(dmp_client_t *c, const char *node, dmp__msg_t *req,
         until.tv_sec++;
         until.tv_nsec -= 1000000000L;
     }
+    bool read_myself = false;
     while (!pending.done) {
         if (c->caller_reads && !c->reading) {
+            read_myself = true;
             if (s_read_as_caller(c, &pending, &until))
                 break;
             continue;
@@ -507,6 +511,10 @@ dmp__client_request(dmp_client_t *c, const char *node, dmp__msg_t *req,
             break;
     }
     s_unlink(c, &pending); /* the I/O thread sees it only under lock */
+    /* Handed the role just as our wait ended (timed out, or our send
+     * failed): whoever else waits still needs a reader. */
+    if (c->caller_reads && !c->reading && !read_myself)
+        s_pass_reading(c, &pending);
     c->errmsg[0] = '\0';
     if (!pending.done) {
         snprintf(c->errmsg, sizeof c->errmsg,

@@ -147,15 +147,25 @@ dmp__direct_lost(const char *owner, dmp_client_t *c)
 void
 dmp__direct_fini(void)
 {
+    dmp_client_t *links[LINKS_MAX];
     pthread_mutex_lock(&s_lock);
-    for (size_t i = 0; i < s_n_links; i++)
-        dmp_client_destroy(&s_links[i].client);
+    size_t n = s_n_links;
+    for (size_t i = 0; i < n; i++) {
+        links[i] = s_links[i].client;
+        s_links[i].client = NULL;
+    }
     s_n_links = 0;
-    while (s_dead) {
-        s_dead_t *d = s_dead;
-        s_dead = d->next;
+    s_dead_t *dead = s_dead;
+    s_dead = NULL;
+    pthread_mutex_unlock(&s_lock);
+    /* Destroyed unlocked: a batch still on its way fails with DMP_ENODE,
+     * and its callback tells dmp__direct_lost, which takes the lock. */
+    for (size_t i = 0; i < n; i++)
+        dmp_client_destroy(&links[i]);
+    while (dead) {
+        s_dead_t *d = dead;
+        dead = d->next;
         dmp_client_destroy(&d->client);
         dmp__free(d);
     }
-    pthread_mutex_unlock(&s_lock);
 }

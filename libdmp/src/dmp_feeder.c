@@ -19,8 +19,10 @@
  * answer comes.
  *
  * An error the owner gave a batch (an item over its item_max, the owner
- * gone) is reported by the next call on the feeder. The reply callback
- * runs on the client's I/O thread, never with a caller's lock held.
+ * gone) is reported by the next call on the feeder once its answer was
+ * read (a pipe's answers are lazy: at the latest by flush). The reply
+ * callback runs on whichever thread reads the client's socket, never
+ * with a caller's lock held.
  */
 #define _GNU_SOURCE
 #include "dmp_impl.h"
