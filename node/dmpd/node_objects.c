@@ -53,10 +53,11 @@ struct node_obj {
     char names[DMP__OBJ_RINGS_MAX][DMP__RING_NAME_MAX];
     dmp__ring_t *rings[DMP__OBJ_RINGS_MAX];
     unsigned parked[DMP__OBJ_RINGS_MAX]; /* operations waiting on it */
-    /* The ring writes to our FIFO: set when something parks on it, left
-     * set until a wake-up finds nothing parked there (a getter elsewhere
-     * parks again at once: setting the path each time takes the ring's
-     * lock while the writer puts, and costs that writer a futex wake). */
+    /* The ring writes to our FIFO: set when something parks on it; after
+     * a get, left set until a wake-up finds nothing parked there (a
+     * getter elsewhere parks again at once: setting the path each time
+     * takes the ring's lock while the writer puts, and costs that writer
+     * a futex wake). */
     bool notify[DMP__OBJ_RINGS_MAX];
     int64_t offered[DMP__OBJ_RINGS_MAX];  /* this retry pass: items told */
 };
@@ -684,8 +685,13 @@ s_unpark(struct node_park **pp)
 {
     struct node_park *p = *pp;
     *pp = p->next;
-    if (p->op != DMP__RING_CLOSE_WRITER)
-        p->obj->parked[p->ring]--; /* the notify path stays (see node_obj) */
+    /* The notify path stays (see node_obj), but for a put that found
+     * room: the local getters that made it would each tell us again. */
+    if (p->op != DMP__RING_CLOSE_WRITER && --p->obj->parked[p->ring] == 0 &&
+        s_is_put(p->op)) {
+        dmp__ring_set_notify(p->obj->rings[p->ring], "");
+        p->obj->notify[p->ring] = false;
+    }
     dmp__free(p->data);
     dmp__free(p);
 }
