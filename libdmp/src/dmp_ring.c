@@ -954,6 +954,24 @@ s_append(dmp__ring_t *r, s_state_t *ns, uint64_t skip, uint32_t kind,
     ns->unfinished++;
 }
 
+/* After a commit, under the lock: unlocks, then makes the futex wakes
+ * decided under it and writes to the agent's FIFO (if it asked). */
+static void
+s_unlock_wake(dmp__ring_t *r, bool wake_getter, bool wake_putter)
+{
+    s_hdr_t *h = r->hdr;
+    char notify[S_NOTIFY_MAX];
+    s_notify_path(h, notify);
+    s_unlock(r);
+
+    if (wake_getter)
+        s_futex_wake(&h->word[S_Q_NOT_EMPTY], 1);
+    if (wake_putter)
+        s_futex_wake(&h->word[S_Q_NOT_FULL], 1);
+    if (notify[0])
+        dmp__fifo_notify(notify);
+}
+
 /* Commits the puts written into ns (the items exist from then on),
  * unlocks, and wakes one getter (a getter passes the wake on while items
  * remain), another putter if room remains (a get wakes one putter, which
@@ -969,16 +987,7 @@ s_put_commit(dmp__ring_t *r, const s_state_t *ns)
     uint64_t skip;
     bool wake_putter = s_room(r, ns, sizeof(s_rec_t), &skip) &&
                        s_claim_wake(h, S_Q_NOT_FULL);
-    char notify[S_NOTIFY_MAX];
-    s_notify_path(h, notify);
-    s_unlock(r);
-
-    if (wake_getter)
-        s_futex_wake(&h->word[S_Q_NOT_EMPTY], 1);
-    if (wake_putter)
-        s_futex_wake(&h->word[S_Q_NOT_FULL], 1);
-    if (notify[0])
-        dmp__fifo_notify(notify);
+    s_unlock_wake(r, wake_getter, wake_putter);
 }
 
 int
@@ -1181,16 +1190,7 @@ s_remove_head(dmp__ring_t *r, s_state_t *ns, uint64_t size)
     bool wake_putter = s_signal(h, S_Q_NOT_FULL);
     /* Pass a wake on while items remain (see put). */
     bool wake_getter = ns->count > 0 && s_claim_wake(h, S_Q_NOT_EMPTY);
-    char notify[S_NOTIFY_MAX];
-    s_notify_path(h, notify);
-    s_unlock(r);
-
-    if (wake_putter)
-        s_futex_wake(&h->word[S_Q_NOT_FULL], 1);
-    if (wake_getter)
-        s_futex_wake(&h->word[S_Q_NOT_EMPTY], 1);
-    if (notify[0])
-        dmp__fifo_notify(notify);
+    s_unlock_wake(r, wake_getter, wake_putter);
 }
 
 int

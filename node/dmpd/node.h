@@ -391,6 +391,8 @@ struct node {
     struct node_obj *objs;      /* queues and pipes we own */
     struct node_park *parked;   /* ring operations waiting for room/items */
     struct node_ack *acks;      /* answers to pipe puts kept for later */
+    unsigned notify_idle;       /* rings keeping our FIFO path with
+                                 * nothing parked on them */
     double reoffer_at;          /* retry parked operations then: items
                                  * offered, not taken; 0 after a park */
     uint64_t next_obj;

@@ -596,13 +596,17 @@ s_park(node_t *node, struct node_obj *o, uint32_t ring, uint32_t op,
     p->len = len;
     *tail = p;
     /* A dead holder's close only waits for time; the rest for the ring. */
-    if (op != DMP__RING_CLOSE_WRITER && o->parked[ring]++ == 0 &&
-        !o->notify[ring]) {
-        dmp__ring_set_notify(o->rings[ring], node->wake_path);
-        o->notify[ring] = true;
-        /* A put or get between s_try and here wrote no wake-up (the ring
-         * had no notify path yet): retry once this loop round is done. */
-        node->reoffer_at = 0;
+    if (op != DMP__RING_CLOSE_WRITER && o->parked[ring]++ == 0) {
+        if (o->notify[ring]) {
+            node->notify_idle--; /* kept from an earlier get: in use */
+        } else {
+            dmp__ring_set_notify(o->rings[ring], node->wake_path);
+            o->notify[ring] = true;
+            /* A put or get between s_try and here wrote no wake-up (the
+             * ring had no notify path yet): retry once this loop round is
+             * done. */
+            node->reoffer_at = 0;
+        }
     }
     return p;
 }
@@ -681,16 +685,19 @@ node_objects_ring_op(node_t *node, const dmp__msg_t *req,
 }
 
 static void
-s_unpark(struct node_park **pp)
+s_unpark(node_t *node, struct node_park **pp)
 {
     struct node_park *p = *pp;
     *pp = p->next;
     /* The notify path stays (see node_obj), but for a put that found
      * room: the local getters that made it would each tell us again. */
-    if (p->op != DMP__RING_CLOSE_WRITER && --p->obj->parked[p->ring] == 0 &&
-        s_is_put(p->op)) {
-        dmp__ring_set_notify(p->obj->rings[p->ring], "");
-        p->obj->notify[p->ring] = false;
+    if (p->op != DMP__RING_CLOSE_WRITER && --p->obj->parked[p->ring] == 0) {
+        if (s_is_put(p->op)) {
+            dmp__ring_set_notify(p->obj->rings[p->ring], "");
+            p->obj->notify[p->ring] = false;
+        } else {
+            node->notify_idle++;
+        }
     }
     dmp__free(p->data);
     dmp__free(p);
@@ -724,11 +731,14 @@ node_objects_retry(node_t *node)
     char buf[512];
     while (read(node->wake_fd, buf, sizeof buf) > 0)
         ; /* drain: one pass below serves every wake-up so far */
-    for (struct node_obj *o = node->objs; o; o = o->next)
+    /* A path kept with nothing parked on it that woke us: cleared. */
+    for (struct node_obj *o = node->objs; o && node->notify_idle;
+         o = o->next)
         for (size_t r = 0; r < o->n_rings; r++)
             if (o->notify[r] && o->parked[r] == 0) {
                 dmp__ring_set_notify(o->rings[r], "");
                 o->notify[r] = false;
+                node->notify_idle--;
             }
     double now = dmp__now();
     node->reoffer_at = INFINITY;
@@ -746,7 +756,7 @@ node_objects_retry(node_t *node)
             if (expired) {
                 s_reply(node, &p->from, p->req_id, DMP_EFULL, NULL, 0, 0, 0,
                         0);
-                s_unpark(pp);
+                s_unpark(node, pp);
             } else {
                 pp = &p->next;
             }
@@ -759,7 +769,7 @@ node_objects_retry(node_t *node)
             !expired) {
             if (s_offer(node, p)) {
                 node->reoffer_at = now + REOFFER_S;
-                s_unpark(pp);
+                s_unpark(node, pp);
             } else {
                 pp = &p->next;
             }
@@ -767,7 +777,7 @@ node_objects_retry(node_t *node)
         }
         if (!s_try(node, &p->from, p->req_id, p->obj, p->ring, p->op,
                    p->data, p->len, !expired, &p->done)) {
-            s_unpark(pp); /* answered: done, or Full/Empty/timeout */
+            s_unpark(node, pp); /* answered: done, or Full/Empty/timeout */
             continue;
         }
         pp = &p->next;
@@ -779,7 +789,7 @@ node_objects_retry(node_t *node)
         if (p->op == DMP__RING_CLOSE_WRITER && now >= p->deadline &&
             !s_put_parked(node, p->obj, p->ring, NULL, NULL)) {
             s_writer_close(p->obj, p->ring, p->sender, p->pid);
-            s_unpark(pp);
+            s_unpark(node, pp);
         } else {
             pp = &p->next;
         }
@@ -813,11 +823,13 @@ node_objects_release(node_t *node, const dmp__msg_t *req, dmp__msg_t *rep)
             if ((*pp)->obj == o) {
                 s_reply(node, &(*pp)->from, (*pp)->req_id, -EBADF, NULL, 0,
                         0, 0, 0);
-                s_unpark(pp);
+                s_unpark(node, pp);
             } else {
                 pp = &(*pp)->next;
             }
         }
+        for (size_t r = 0; r < o->n_rings; r++)
+            node->notify_idle -= o->notify[r]; /* nothing parked by now */
         *op = o->next;
         node_stage_forget(node, NULL, o->id);
         s_destroy(o);
@@ -837,7 +849,7 @@ node_objects_close(node_t *node)
         dmp__free(a);
     }
     while (node->parked)
-        s_unpark(&node->parked);
+        s_unpark(node, &node->parked);
     node_stage_close(node);
     while (node->objs) {
         struct node_obj *o = node->objs;

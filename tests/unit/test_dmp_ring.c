@@ -555,13 +555,26 @@ test_ring_put_batch_stops_where_the_ring_is_full_and_goes_on_from_there(
     s_destroy(&ring, name);
 }
 
+/* A child's get of one item from ring `name`: 0 when it is want_len
+ * bytes starting with want_first (-1: any), 2 when the ring is gone,
+ * 3 otherwise. */
 static int
-s_child_get_a_byte(void *arg)
+s_child_get_check(const char *name, size_t want_len, int want_first)
 {
     size_t len;
     int first;
-    int rc = s_get_once(arg, &len, &first);
-    return rc == -ENOENT ? 2 : rc == 0 && len == 1 ? 0 : 3;
+    int rc = s_get_once(name, &len, &first);
+    if (rc == -ENOENT)
+        return 2;
+    bool ok = rc == 0 && len == want_len &&
+              (want_first < 0 || first == want_first);
+    return ok ? 0 : 3;
+}
+
+static int
+s_child_get_a_byte(void *arg)
+{
+    return s_child_get_check(arg, 1, -1);
 }
 
 /* One batch of three wakes the three getters sleeping on the ring (its
@@ -1232,10 +1245,7 @@ test_ring_works_after_a_sleeping_getter_is_killed(void **state)
 static int
 s_child_get_one(void *arg)
 {
-    size_t len;
-    int first;
-    int rc = s_get_once(arg, &len, &first);
-    return rc == -ENOENT ? 2 : rc == 0 && len == 64 && first == 'B' ? 0 : 3;
+    return s_child_get_check(arg, 64, 'B');
 }
 
 static void
