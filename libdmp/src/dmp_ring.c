@@ -10,28 +10,42 @@
  * head and tail are free-running byte counters; a position is counter %
  * capacity, so tail - head is the bytes in use.
  *
- * Main invariant (crash safety): the queue state that matters (head, tail,
- * count, unfinished) lives in two slots and `cur` names the valid one. A
- * writer, holding the lock, first writes payload bytes into free space,
- * then fills the other slot, then flips `cur` with one aligned store. A
- * process killed at any instant leaves the old state or the new one, never
- * a mix; the next locker gets EOWNERDEAD, marks the mutex consistent and
- * goes on, with nothing to repair. Out-of-line payloads are fully written
- * before their record is committed, and unlinked only after it is taken.
+ * Two sides: putters serialize on the put side's lock and own the tail,
+ * getters on the get side's lock and own the head, so a producer and a
+ * consumer never wait for each other's lock and, in a steady stream, share
+ * little more than the cache lines of the items. Each side keeps what the
+ * other owns as last seen (a lower bound: counters only grow) and reads it
+ * afresh only when that view says "full" or "empty".
  *
- * Blocking: three futex words ("not empty", "not full", "joined") are
- * sequence counters bumped under the lock after each commit (raw FUTEX_WAIT
- * and FUTEX_WAKE, not the private variants: processes share them). Sleepers
- * register under the lock, and a waker calls FUTEX_WAKE only for a sleeper
- * not already woken, so the uncontended path is lock, memcpy, commit,
- * unlock, with no syscall. Waiting spins briefly first on machines with
- * more than one CPU: a consumer keeping up with its producer then never
- * enters the kernel.
+ * Main invariant (crash safety): each side's state (put: tail and items
+ * put; get: head, items got, task_done calls) lives in two slots and the
+ * side's `cur` names the valid one. A putter, holding the put lock, first
+ * writes payload bytes into free space, then fills the other slot, then
+ * advances `cur` (a commit counter: slot cur & 1 is valid) with one
+ * aligned store; a getter copies its item out, then does the same on its
+ * side. A reader without the lock reads again when cur moved under it.
+ * A process killed at any instant leaves its side's old state or new one,
+ * never a mix; the next locker gets EOWNERDEAD, marks the mutex
+ * consistent and goes on, with nothing to repair. Out-of-line payloads are fully written before their record is
+ * committed, and unlinked only after it is taken.
+ *
+ * Blocking: three futex words ("not empty", bumped by puts; "not full", by
+ * gets; "joined", by the last task_done) are sequence counters bumped after
+ * each commit. A sleeper reads the word, registers, then checks its
+ * condition again with fresh reads; a waker commits, bumps the word, then
+ * reads the registrations (all sequentially consistent): either the
+ * sleeper sees the change or the waker sees the sleeper, and FUTEX_WAIT
+ * fails when the word moved in between. A waker calls FUTEX_WAKE only for
+ * a sleeper not already woken, so the uncontended path is lock, memcpy,
+ * commit, unlock, with no syscall. Waiting spins briefly first on machines
+ * with more than one CPU: a consumer keeping up with its producer then
+ * never enters the kernel.
  *
  * Pipes: processes that send hold the ring as writers (pid and start time
  * in the header); once none is left, by close or death, a get on the empty
  * ring returns DMP_EEOF. A dead process wakes nobody, so a getter of such a
  * ring re-checks its writers' liveness every S_EOF_CHECK_NS while asleep.
+ * The writer table is the get side's: getters read it under their lock.
  *
  * Ownership: a dmp__ring_t is one process's mapping; it holds no mutable
  * local state, so threads may share it. The segment belongs to whoever
@@ -58,7 +72,7 @@
 #include <unistd.h>
 
 #define S_MAGIC 0x31474e4952504d44ull /* "DMPRING1" little-endian */
-#define S_VERSION 1u
+#define S_VERSION 2u
 #define S_HDR_SIZE 4096u          /* header page; data starts page-aligned */
 #define S_CAP_DEFAULT (1ull << 20)
 #define S_CAP_MIN 64ull
@@ -116,44 +130,62 @@ typedef struct {
                      * is not taken for it; 0 if unknown */
 } s_writer_t;
 
-/* The committed state: one slot is valid, the other is scratch. */
+/* A side's committed state: one slot is valid, the other is scratch. */
 typedef struct {
-    uint64_t head;      /* byte counter of the oldest record */
-    uint64_t tail;      /* byte counter just past the newest record */
-    int64_t count;      /* items between head and tail */
-    int64_t unfinished; /* puts minus task_done calls (JoinableQueue) */
+    uint64_t pos; /* put side: tail, the byte counter just past the newest
+                   * record; get side: head, that of the oldest */
+    int64_t n;    /* items put (put side) or got (get side), ever */
+    int64_t done; /* get side: task_done calls, ever; put side: 0 */
 } s_state_t;
+
+/* One side: its lock and the other side's counters as last seen on the
+ * first line (only this side's lockers touch it), the state and the futex
+ * word that this side's commits bump on the second (read by the other
+ * side when its view runs out, and by its spinning waiters). */
+typedef struct {
+    /* process-shared, robust; guards the rest of the side */
+    alignas(64) pthread_mutex_t lock;
+    uint64_t seen_pos; /* the other side's pos when last read */
+    int64_t seen_n;    /* the other side's n when last read */
+    alignas(64) s_state_t state[2]; /* see the invariant at the top */
+    uint32_t cur;  /* index of the valid state slot (0 or 1) */
+    uint32_t word; /* futex word: put side "not empty", get side "not
+                    * full"; bumped after every commit */
+} s_side_t;
 
 /* Wait queues: a futex word each, with its sleeper accounting. */
 enum { S_Q_NOT_EMPTY, S_Q_NOT_FULL, S_Q_JOINED, S_Q_N };
 
-/* Cache lines: sizes (read-only), then the lock with the words every
- * put and get writes, then the state slots, then the sleeper counts (read
- * by every put and get, written only by sleepers), then the notify path and
- * the writer table (read when empty, written by hold and close). */
+/* Sleepers registered on a queue (high half) and wakes issued to them not
+ * yet absorbed (low half), in one word so that wakers and sleepers, who
+ * hold different locks, change them together. wakes <= sleepers; a waker
+ * enters the kernel only while sleepers > wakes, so a burst of puts wakes
+ * a sleeper once. */
+#define S_SLEEPER (1ull << 32)
+#define S_WAKES(v) ((uint32_t)(v))
+#define S_SLEEPERS(v) ((uint32_t)((v) >> 32))
+
+/* Cache lines: sizes (read-only), then the two sides, then the sleeper
+ * accounting (read by every put and get, written only by sleepers and
+ * the wakes they need), then the notify path and the writer table (read
+ * when empty, written by hold and close). The get side's lock also guards
+ * the writer table, pipe_mode and the "joined" word; the notify path is
+ * written under both locks, so either side reads it under its own. */
 typedef struct {
     uint64_t magic;       /* S_MAGIC, written last by create */
     uint32_t version;     /* S_VERSION */
     uint32_t hdr_size;    /* S_HDR_SIZE: offset of the data area */
     uint32_t struct_size; /* sizeof(s_hdr_t): catches ABI mismatches */
-    uint32_t pad0;
+    uint32_t shutdown;    /* set once by dmp__ring_shutdown */
     uint64_t capacity;    /* data bytes, multiple of 8 */
     uint64_t seg_size;    /* hdr_size + capacity */
     uint64_t item_max;    /* largest item accepted */
     int64_t maxsize;      /* items at most; 0: bytes are the only bound */
-    /* process-shared, robust; guards everything below but ool_next */
-    alignas(64) pthread_mutex_t lock;
-    uint32_t cur;          /* index of the valid state slot (0 or 1) */
-    uint32_t word[S_Q_N];  /* futex words: bumped by put (NOT_EMPTY), get
-                            * (NOT_FULL), the last task_done (JOINED) */
-    uint32_t seq;          /* bumped by every put and get */
-    uint32_t shutdown;     /* set once by dmp__ring_shutdown */
-    alignas(64) s_state_t state[2]; /* see the invariant at the top */
-    /* Sleepers registered on each word, and wakes issued to them not yet
-     * absorbed. wakes <= sleepers; a waker enters the kernel only while
-     * sleepers > wakes, so a burst of puts wakes a sleeper once. */
-    alignas(64) uint32_t sleepers[S_Q_N];
-    uint32_t wakes[S_Q_N];
+    s_side_t put;
+    s_side_t get;
+    alignas(64) uint64_t sleep[S_Q_N]; /* S_SLEEPER, S_WAKES */
+    uint32_t joined;   /* futex word: bumped by the last task_done */
+    uint32_t pad0;
     uint64_t ool_next; /* next out-of-line id (atomic, lock-free) */
     alignas(64) char notify[S_NOTIFY_MAX]; /* wake-up FIFO, "" when none */
     /* Pipes: once any process held the ring as a writer, an empty ring
@@ -288,14 +320,23 @@ s_ool_name(const char *ring_name, uint64_t id, char *buf, size_t size)
 
 /* ---- locking and waiting --------------------------------------------- */
 
-/* Takes the ring's mutex. A dead previous holder needs no repair (see the
+/* The futex word of queue q. */
+static uint32_t *
+s_word(s_hdr_t *h, int q)
+{
+    return q == S_Q_NOT_EMPTY ? &h->put.word
+           : q == S_Q_NOT_FULL ? &h->get.word
+                               : &h->joined;
+}
+
+/* Takes a side's mutex. A dead previous holder needs no repair (see the
  * invariant at the top), so EOWNERDEAD just marks the mutex consistent.
  * With a finite deadline, gives up at max(deadline, now + grace) with
  * -ETIMEDOUT. */
 static int
-s_lock(dmp__ring_t *r, const s_deadline_t *d)
+s_lock(s_hdr_t *h, s_side_t *side, const s_deadline_t *d)
 {
-    pthread_mutex_t *m = &r->hdr->lock;
+    pthread_mutex_t *m = &side->lock;
     int rc = EBUSY;
     for (int i = 0; i < S_SPIN_LOCK && rc == EBUSY; i++) {
         rc = pthread_mutex_trylock(m);
@@ -321,71 +362,98 @@ s_lock(dmp__ring_t *r, const s_deadline_t *d)
         rc = 0;
         /* The dead holder may have counted a wake it never issued: forget
          * pending wakes and wake every sleeper once to re-check. */
-        s_hdr_t *h = r->hdr;
         for (int q = 0; q < S_Q_N; q++) {
-            __atomic_store_n(&h->wakes[q], 0, __ATOMIC_SEQ_CST);
-            __atomic_add_fetch(&h->word[q], 1, __ATOMIC_SEQ_CST);
-            s_futex_wake(&h->word[q], INT_MAX);
+            uint64_t v = __atomic_load_n(&h->sleep[q], __ATOMIC_RELAXED);
+            while (!__atomic_compare_exchange_n(&h->sleep[q], &v,
+                                                v - S_WAKES(v), false,
+                                                __ATOMIC_SEQ_CST,
+                                                __ATOMIC_RELAXED))
+                ;
+            __atomic_add_fetch(s_word(h, q), 1, __ATOMIC_SEQ_CST);
+            s_futex_wake(s_word(h, q), INT_MAX);
         }
     }
     return -rc;
 }
 
 static void
-s_unlock(dmp__ring_t *r)
+s_unlock(s_side_t *side)
 {
-    pthread_mutex_unlock(&r->hdr->lock);
+    pthread_mutex_unlock(&side->lock);
 }
 
-/* Under the lock: true (and one more wake counted) when a sleeper on q is
- * not yet covered by a wake. */
+/* True (and one more wake counted) when a sleeper on q is not yet covered
+ * by a wake: the caller then calls FUTEX_WAKE for one. */
 static bool
 s_claim_wake(s_hdr_t *h, int q)
 {
-    uint32_t n = __atomic_load_n(&h->sleepers[q], __ATOMIC_RELAXED);
-    uint32_t w = __atomic_load_n(&h->wakes[q], __ATOMIC_RELAXED);
-    if (n <= w)
-        return false;
-    __atomic_store_n(&h->wakes[q], w + 1, __ATOMIC_SEQ_CST);
+    uint64_t v = __atomic_load_n(&h->sleep[q], __ATOMIC_SEQ_CST);
+    do {
+        if (S_SLEEPERS(v) <= S_WAKES(v))
+            return false;
+    } while (!__atomic_compare_exchange_n(&h->sleep[q], &v, v + 1, false,
+                                          __ATOMIC_SEQ_CST,
+                                          __ATOMIC_SEQ_CST));
     return true;
 }
 
-/* Under the lock, after a change that sleepers on q wait for: bumps the
- * word; true when the caller should FUTEX_WAKE one (after unlocking). */
+/* After a commit that sleepers on q wait for: bumps the word; true when
+ * the caller should FUTEX_WAKE one (after unlocking). */
 static bool
 s_signal(s_hdr_t *h, int q)
 {
-    __atomic_add_fetch(&h->word[q], 1, __ATOMIC_SEQ_CST);
+    __atomic_add_fetch(s_word(h, q), 1, __ATOMIC_SEQ_CST);
     return s_claim_wake(h, q);
 }
 
+/* A sleeper leaves q: absorbs a pending wake (its own or not) and
+ * unregisters, in one step. */
+static void
+s_sleeper_leave(s_hdr_t *h, int q)
+{
+    uint64_t v = __atomic_load_n(&h->sleep[q], __ATOMIC_RELAXED);
+    uint64_t nv;
+    do {
+        if (S_SLEEPERS(v) == 0)
+            return; /* reset by a garbage header: nothing to undo */
+        nv = v - S_SLEEPER - (S_WAKES(v) ? 1 : 0);
+    } while (!__atomic_compare_exchange_n(&h->sleep[q], &v, nv, false,
+                                          __ATOMIC_SEQ_CST,
+                                          __ATOMIC_RELAXED));
+}
+
+static bool s_ready(dmp__ring_t *r, int q, uint64_t need);
+
 /*
- * Called with the lock held, after the caller found its condition false;
- * returns with the lock held (0: re-check the condition) or without it
- * (-ETIMEDOUT or -errno from s_lock). Alternates two ways of waiting,
- * starting with the first: spin without the lock until word q moves (on
- * more than one CPU: a consumer keeping up with its producer then never
- * enters the kernel); sleep on the futex, registered as a sleeper so that
- * wakers know to call FUTEX_WAKE.
+ * Called with the lock of `side` held, after the caller found its
+ * condition on q false; returns with the lock held (0: re-check the
+ * condition) or without it (-ETIMEDOUT or -errno from s_lock). `need`:
+ * the record's bytes a putter waits room for. Alternates two ways of
+ * waiting, starting with the first: spin without the lock until word q
+ * moves (on more than one CPU: a consumer keeping up with its producer
+ * then never enters the kernel); sleep on the futex, registered as a
+ * sleeper so that wakers know to call FUTEX_WAKE.
  *
- * No lost wake-up: the sleeper registers and reads the word under the
- * lock; a waker bumps the word and checks the registrations under the
- * lock after its commit; so either the kernel sees the word moved
- * (EAGAIN) or the waker wakes someone.
+ * No lost wake-up: the sleeper reads the word, registers, then checks the
+ * condition afresh (s_ready); a waker commits, bumps the word, then reads
+ * the registrations; all sequentially consistent. So the sleeper sees the
+ * change, or the waker sees the sleeper and wakes it (the kernel refusing
+ * the wait when the word moved after it was read).
  */
 static int
-s_wait(dmp__ring_t *r, int q, const s_deadline_t *d, bool *spun)
+s_wait(dmp__ring_t *r, s_side_t *side, int q, uint64_t need,
+       const s_deadline_t *d, bool *spun)
 {
     s_hdr_t *h = r->hdr;
-    uint32_t *word = &h->word[q];
-    uint32_t seen = __atomic_load_n(word, __ATOMIC_RELAXED);
+    uint32_t *word = s_word(h, q);
+    uint32_t seen = __atomic_load_n(word, __ATOMIC_SEQ_CST);
     unsigned misses = __atomic_load_n(&r->spin_misses, __ATOMIC_RELAXED);
     bool spin = misses < S_SPIN_MISSES || misses % S_SPIN_PROBE == 0;
     if (!*spun && dmp__multi_cpu() && !spin)
         __atomic_store_n(&r->spin_misses, misses + 1, __ATOMIC_RELAXED);
     if (!*spun && dmp__multi_cpu() && spin) {
         *spun = true;
-        s_unlock(r);
+        s_unlock(side);
         bool moved = false;
         for (int i = 0; i < S_SPIN_WAIT && !moved; i++) {
             moved = __atomic_load_n(word, __ATOMIC_ACQUIRE) != seen;
@@ -394,7 +462,7 @@ s_wait(dmp__ring_t *r, int q, const s_deadline_t *d, bool *spun)
         }
         __atomic_store_n(&r->spin_misses, moved ? 0 : misses + 1,
                          __ATOMIC_RELAXED);
-        return s_lock(r, d);
+        return s_lock(h, side, d);
     }
     *spun = false;
     int64_t rel = S_SLEEP_MAX_NS;
@@ -406,55 +474,143 @@ s_wait(dmp__ring_t *r, int q, const s_deadline_t *d, bool *spun)
     }
     if (rel <= 0)
         return 0; /* the caller finds the deadline passed */
-    __atomic_add_fetch(&h->sleepers[q], 1, __ATOMIC_SEQ_CST);
-    s_unlock(r);
+    __atomic_add_fetch(&h->sleep[q], S_SLEEPER, __ATOMIC_SEQ_CST);
+    if (s_ready(r, q, need)) {
+        s_sleeper_leave(h, q);
+        return 0;
+    }
+    s_unlock(side);
     /* EINTR, EAGAIN (word moved), ETIMEDOUT and spurious returns all mean
      * the same: re-check under the lock. */
     s_futex_wait(word, seen, rel);
-    int rc = s_lock(r, d);
-    if (rc == 0) {
-        /* Absorb a pending wake (ours or not), then leave, in this order:
-         * a crash in between leaves one sleeper too many (a spare wake
-         * later), never a wake too many (which would be a lost one). If
-         * the lock could not be taken, the registration stays: same. */
-        uint32_t w = __atomic_load_n(&h->wakes[q], __ATOMIC_RELAXED);
-        if (w)
-            __atomic_store_n(&h->wakes[q], w - 1, __ATOMIC_SEQ_CST);
-        __atomic_sub_fetch(&h->sleepers[q], 1, __ATOMIC_SEQ_CST);
-    }
-    return rc;
+    /* A crash before this leaves one sleeper too many (a spare wake
+     * later), never a wake too many (which would be a lost one). */
+    s_sleeper_leave(h, q);
+    return s_lock(h, side, d);
 }
 
 /* ---- state ----------------------------------------------------------- */
 
-static inline const s_state_t *
-s_state(const s_hdr_t *h)
+/* A side's committed state, read without its lock (the other side, qsize):
+ * the slot named by cur, read again when a commit moved cur meanwhile (the
+ * slot may then have been rewritten under the reader). */
+static s_state_t
+s_state(const s_side_t *side)
 {
-    return &h->state[__atomic_load_n(&h->cur, __ATOMIC_ACQUIRE) & 1];
+    s_state_t st;
+    uint32_t c = __atomic_load_n(&side->cur, __ATOMIC_SEQ_CST);
+    for (;;) {
+        const s_state_t *slot = &side->state[c & 1];
+        st.pos = __atomic_load_n(&slot->pos, __ATOMIC_ACQUIRE);
+        st.n = __atomic_load_n(&slot->n, __ATOMIC_ACQUIRE);
+        st.done = __atomic_load_n(&slot->done, __ATOMIC_ACQUIRE);
+        uint32_t again = __atomic_load_n(&side->cur, __ATOMIC_SEQ_CST);
+        if (again == c)
+            return st;
+        c = again;
+    }
 }
 
-/* Publishes ns as the committed state: scratch slot first, then one store
- * of `cur` (release: payload and slot are visible before it). */
+/* Publishes ns as the side's committed state: the scratch slot first, then
+ * one store of `cur`, which counts commits (slot cur & 1 is the valid
+ * one). Payload and slot are visible before it; sequentially consistent
+ * for the wake-up protocol of s_wait. */
 static void
-s_commit(s_hdr_t *h, const s_state_t *ns)
+s_commit(s_side_t *side, const s_state_t *ns)
 {
-    uint32_t next = (__atomic_load_n(&h->cur, __ATOMIC_RELAXED) & 1) ^ 1;
-    h->state[next] = *ns;
-    __atomic_store_n(&h->cur, next, __ATOMIC_RELEASE);
+    uint32_t next = __atomic_load_n(&side->cur, __ATOMIC_RELAXED) + 1;
+    s_state_t *slot = &side->state[next & 1];
+    __atomic_store_n(&slot->pos, ns->pos, __ATOMIC_RELEASE);
+    __atomic_store_n(&slot->n, ns->n, __ATOMIC_RELEASE);
+    __atomic_store_n(&slot->done, ns->done, __ATOMIC_RELEASE);
+    __atomic_store_n(&side->cur, next, __ATOMIC_SEQ_CST);
 }
 
-/* Room for a record of `need` bytes (plus a wrap marker when it does not
- * fit before the end: *skip gets that marker's size)? */
-static bool
-s_room(const dmp__ring_t *r, const s_state_t *st, uint64_t need,
-       uint64_t *skip)
+/* a - b for item counters, wrapping instead of overflowing: counters from
+ * a garbage header must not make undefined behaviour. */
+static inline int64_t
+s_diff(int64_t a, int64_t b)
 {
-    if (r->maxsize > 0 && st->count >= r->maxsize)
+    return (int64_t)((uint64_t)a - (uint64_t)b);
+}
+
+/* Does a record of `need` bytes fit after the tail and count in ns, given
+ * the get side's head and count? *skip gets the size of the wrap marker
+ * that goes first when the record does not fit before the area's end. */
+static bool
+s_fits(const dmp__ring_t *r, const s_state_t *ns, uint64_t head, int64_t got,
+       uint64_t need, uint64_t *skip)
+{
+    if (r->maxsize > 0 && s_diff(ns->n, got) >= r->maxsize)
         return false;
-    uint64_t free_bytes = r->cap - (st->tail - st->head);
-    uint64_t to_end = r->cap - st->tail % r->cap;
+    uint64_t used = ns->pos - head;
+    if (used > r->cap)
+        return false; /* a garbage header: write over nothing */
+    uint64_t to_end = r->cap - ns->pos % r->cap;
     *skip = need > to_end ? to_end : 0;
-    return *skip + need <= free_bytes;
+    return *skip + need <= r->cap - used;
+}
+
+/* Under the put lock: room for `need` bytes after ns? Judged by the get
+ * side as last seen (a lower bound: its head and count only grow), read
+ * afresh when that says no, or when `fresh`. */
+static bool
+s_room(dmp__ring_t *r, const s_state_t *ns, uint64_t need, uint64_t *skip,
+       bool fresh)
+{
+    s_side_t *put = &r->hdr->put;
+    if (!fresh && s_fits(r, ns, put->seen_pos, put->seen_n, need, skip))
+        return true;
+    s_state_t g = s_state(&r->hdr->get);
+    put->seen_pos = g.pos;
+    put->seen_n = g.n;
+    return s_fits(r, ns, g.pos, g.n, need, skip);
+}
+
+/* Under the get lock: is there an item at `head`? Judged by the put
+ * side's tail as last seen (get.seen_pos), read afresh when that says no,
+ * or when `fresh`. */
+static bool
+s_has_item(dmp__ring_t *r, uint64_t head, bool fresh)
+{
+    s_side_t *get = &r->hdr->get;
+    if (!fresh && get->seen_pos > head)
+        return true;
+    s_state_t p = s_state(&r->hdr->put);
+    get->seen_pos = p.pos;
+    get->seen_n = p.n;
+    return p.pos > head;
+}
+
+/* Under the get lock: is there an item to get? */
+static bool
+s_get_ready(dmp__ring_t *r)
+{
+    return s_has_item(r, s_state(&r->hdr->get).pos, false);
+}
+
+/* Puts not yet matched by task_done. */
+static int64_t
+s_unfinished(dmp__ring_t *r)
+{
+    return s_diff(s_state(&r->hdr->put).n, s_state(&r->hdr->get).done);
+}
+
+/* The condition a waiter on q waits for, read afresh (see s_wait). */
+static bool
+s_ready(dmp__ring_t *r, int q, uint64_t need)
+{
+    s_hdr_t *h = r->hdr;
+    if (__atomic_load_n(&h->shutdown, __ATOMIC_SEQ_CST))
+        return true;
+    if (q == S_Q_NOT_EMPTY)
+        return s_has_item(r, s_state(&h->get).pos, true);
+    if (q == S_Q_NOT_FULL) {
+        uint64_t skip;
+        s_state_t ns = s_state(&h->put);
+        return s_room(r, &ns, need, &skip, true);
+    }
+    return s_unfinished(r) <= 0;
 }
 
 /* Copies the notify path out under the lock ("" when none). */
@@ -646,7 +802,8 @@ dmp__ring_create(const char *name, const dmp__ring_opts_t *opts,
     ma_init = true;
     if ((rc = -pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED)) ||
         (rc = -pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST)) ||
-        (rc = -pthread_mutex_init(&h->lock, &ma)))
+        (rc = -pthread_mutex_init(&h->put.lock, &ma)) ||
+        (rc = -pthread_mutex_init(&h->get.lock, &ma)))
         goto out;
     /* Last: an opener racing with us sees a bad magic, not half a header. */
     __atomic_store_n(&h->magic, S_MAGIC, __ATOMIC_RELEASE);
@@ -681,13 +838,21 @@ s_validate(const s_hdr_t *h, size_t mapped)
         h->seg_size != S_HDR_SIZE + cap || h->seg_size > mapped ||
         h->item_max > S_CAP_LIMIT || h->maxsize < 0)
         return DMP_EPROTO;
-    uint32_t cur = __atomic_load_n(&h->cur, __ATOMIC_ACQUIRE);
-    if (cur > 1)
+    /* The views of the other side first: they lag behind the states,
+     * which a live ring's users move on meanwhile. */
+    uint64_t put_seen = __atomic_load_n(&h->put.seen_pos, __ATOMIC_SEQ_CST);
+    int64_t put_seen_n = __atomic_load_n(&h->put.seen_n, __ATOMIC_SEQ_CST);
+    uint64_t get_seen = __atomic_load_n(&h->get.seen_pos, __ATOMIC_SEQ_CST);
+    s_state_t g = s_state(&h->get);
+    s_state_t p = s_state(&h->put);
+    if (g.pos % 8 || p.pos % 8 || g.pos > p.pos || p.pos - g.pos > cap ||
+        g.n < 0 || g.done < 0 || p.n < g.n || p.n < g.done || p.done ||
+        p.n > INT64_MAX / 2 || /* counting on never overflows */
+        (uint64_t)(p.n - g.n) > (p.pos - g.pos) / sizeof(s_rec_t))
         return DMP_EPROTO;
-    const s_state_t *st = &h->state[cur];
-    if (st->head % 8 || st->tail % 8 || st->head > st->tail ||
-        st->tail - st->head > cap || st->count < 0 ||
-        (uint64_t)st->count > (st->tail - st->head) / sizeof(s_rec_t))
+    if (put_seen > g.pos || p.pos - put_seen > cap || put_seen_n < 0 ||
+        put_seen_n > g.n ||
+        get_seen > p.pos)
         return DMP_EPROTO;
     if (memchr(h->notify, '\0', sizeof h->notify) == NULL)
         return DMP_EPROTO;
@@ -791,7 +956,7 @@ s_writer_alive(const s_writer_t *w)
     return dmp__proc_alive(w->pid, w->start);
 }
 
-/* Under the lock: does any writer hold the ring? With check_alive, slots
+/* Under the get lock: does any writer hold the ring? With check_alive, slots
  * of dead processes are freed first (syscalls: only before sleeping). */
 static bool
 s_writers_left(s_hdr_t *h, bool check_alive)
@@ -811,7 +976,7 @@ s_writers_left(s_hdr_t *h, bool check_alive)
     return any;
 }
 
-/* Under the lock: this process's slot, or NULL. */
+/* Under the get lock: this process's slot, or NULL. */
 static s_writer_t *
 s_writer_find(s_hdr_t *h, int32_t pid, uint64_t start)
 {
@@ -830,7 +995,7 @@ dmp__ring_hold_writer(dmp__ring_t *r)
     bool zombie;
     uint64_t start = dmp__proc_start(pid, &zombie);
     s_deadline_t forever = {false, true, 0};
-    int rc = s_lock(r, &forever);
+    int rc = s_lock(h, &h->get, &forever);
     if (rc != 0)
         return rc;
     s_writer_t *w = s_writer_find(h, pid, start);
@@ -854,7 +1019,7 @@ dmp__ring_hold_writer(dmp__ring_t *r)
     }
     if (rc == 0)
         h->pipe_mode = 1;
-    s_unlock(r);
+    s_unlock(&h->get);
     return rc;
 }
 
@@ -868,7 +1033,7 @@ dmp__ring_hold_writer_for(dmp__ring_t *r, pid_t child)
     if (start == 0 || zombie)
         return 0; /* gone already: nothing to hold for it */
     s_deadline_t forever = {false, true, 0};
-    int rc = s_lock(r, &forever);
+    int rc = s_lock(h, &h->get, &forever);
     if (rc != 0)
         return rc;
     s_writer_t *w = s_writer_find(h, (int32_t)child, start);
@@ -886,7 +1051,7 @@ dmp__ring_hold_writer_for(dmp__ring_t *r, pid_t child)
             rc = -ENOSPC;
         }
     }
-    s_unlock(r);
+    s_unlock(&h->get);
     return rc;
 }
 
@@ -899,7 +1064,7 @@ dmp__ring_close_writer(dmp__ring_t *r)
     bool zombie;
     uint64_t start = dmp__proc_start(pid, &zombie);
     s_deadline_t forever = {false, true, 0};
-    int rc = s_lock(r, &forever);
+    int rc = s_lock(h, &h->get, &forever);
     if (rc != 0)
         return rc;
     s_writer_t *w = s_writer_find(h, pid, start);
@@ -908,21 +1073,22 @@ dmp__ring_close_writer(dmp__ring_t *r)
     } else if (--w->holds == 0) {
         w->pid = 0;
         /* Getters re-check: EOF once the ring is drained. */
-        __atomic_add_fetch(&h->word[S_Q_NOT_EMPTY], 1, __ATOMIC_SEQ_CST);
+        __atomic_add_fetch(&h->put.word, 1, __ATOMIC_SEQ_CST);
     }
     bool wake = w && w->pid == 0 &&
-                __atomic_load_n(&h->sleepers[S_Q_NOT_EMPTY], __ATOMIC_RELAXED);
+                S_SLEEPERS(__atomic_load_n(&h->sleep[S_Q_NOT_EMPTY],
+                                           __ATOMIC_SEQ_CST));
     char notify[S_NOTIFY_MAX];
     s_notify_path(h, notify);
-    s_unlock(r);
+    s_unlock(&h->get);
     if (wake)
-        s_futex_wake(&h->word[S_Q_NOT_EMPTY], INT_MAX);
+        s_futex_wake(&h->put.word, INT_MAX);
     if (notify[0] && w && w->pid == 0) /* a recv parked at the agent: EOF */
         dmp__fifo_notify(notify);
     return rc;
 }
 
-/* Under the lock, the ring being empty: no writer left (pipes)? Live
+/* Under the get lock, the ring being empty: no writer left (pipes)? Live
  * checks cost syscalls, so they are made only when `thorough`. */
 static bool
 s_eof(s_hdr_t *h, bool thorough)
@@ -941,33 +1107,33 @@ s_append(dmp__ring_t *r, s_state_t *ns, uint64_t skip, uint32_t kind,
 {
     if (skip) {
         s_rec_t wrap = {0, S_REC_WRAP};
-        memcpy(r->data + ns->tail % r->cap, &wrap, sizeof wrap);
-        ns->tail += skip;
+        memcpy(r->data + ns->pos % r->cap, &wrap, sizeof wrap);
+        ns->pos += skip;
     }
-    uint8_t *rec = r->data + ns->tail % r->cap;
+    uint8_t *rec = r->data + ns->pos % r->cap;
     s_rec_t hd = {n, kind};
     memcpy(rec, &hd, sizeof hd);
     if (n)
         memcpy(rec + sizeof hd, payload, n);
-    ns->tail += sizeof hd + s_pad8(n);
-    ns->count++;
-    ns->unfinished++;
+    ns->pos += sizeof hd + s_pad8(n);
+    ns->n++;
 }
 
-/* After a commit, under the lock: unlocks, then makes the futex wakes
- * decided under it and writes to the agent's FIFO (if it asked). */
+/* After a commit, under the lock of `side`: unlocks, then makes the futex
+ * wakes decided under it and writes to the agent's FIFO (if it asked). */
 static void
-s_unlock_wake(dmp__ring_t *r, bool wake_getter, bool wake_putter)
+s_unlock_wake(dmp__ring_t *r, s_side_t *side, bool wake_getter,
+              bool wake_putter)
 {
     s_hdr_t *h = r->hdr;
     char notify[S_NOTIFY_MAX];
     s_notify_path(h, notify);
-    s_unlock(r);
+    s_unlock(side);
 
     if (wake_getter)
-        s_futex_wake(&h->word[S_Q_NOT_EMPTY], 1);
+        s_futex_wake(&h->put.word, 1);
     if (wake_putter)
-        s_futex_wake(&h->word[S_Q_NOT_FULL], 1);
+        s_futex_wake(&h->get.word, 1);
     if (notify[0])
         dmp__fifo_notify(notify);
 }
@@ -980,14 +1146,13 @@ static void
 s_put_commit(dmp__ring_t *r, const s_state_t *ns)
 {
     s_hdr_t *h = r->hdr;
-    s_commit(h, ns);
+    s_commit(&h->put, ns);
     S_HOOK("put-committed");
-    __atomic_add_fetch(&h->seq, 1, __ATOMIC_RELAXED);
     bool wake_getter = s_signal(h, S_Q_NOT_EMPTY);
     uint64_t skip;
-    bool wake_putter = s_room(r, ns, sizeof(s_rec_t), &skip) &&
+    bool wake_putter = s_room(r, ns, sizeof(s_rec_t), &skip, false) &&
                        s_claim_wake(h, S_Q_NOT_FULL);
-    s_unlock_wake(r, wake_getter, wake_putter);
+    s_unlock_wake(r, &h->put, wake_getter, wake_putter);
 }
 
 int
@@ -1016,33 +1181,34 @@ dmp__ring_put(dmp__ring_t *r, const void *data, size_t len, double timeout)
     s_deadline_t dl = s_deadline(timeout);
     uint64_t skip = 0;
     bool spun = false;
-    if ((rc = s_lock(r, &dl)) != 0) {
+    if ((rc = s_lock(h, &h->put, &dl)) != 0) {
         rc = rc == -ETIMEDOUT ? DMP_EFULL : rc;
         goto fail;
     }
+    s_state_t ns;
     for (;;) {
-        if (h->shutdown) {
+        if (__atomic_load_n(&h->shutdown, __ATOMIC_RELAXED)) {
             rc = -EBADF;
             break;
         }
-        if (s_room(r, s_state(h), need, &skip))
+        ns = s_state(&h->put);
+        if (s_room(r, &ns, need, &skip, false))
             break;
         if (s_expired(&dl)) {
             rc = DMP_EFULL;
             break;
         }
-        if ((rc = s_wait(r, S_Q_NOT_FULL, &dl, &spun)) != 0) {
+        if ((rc = s_wait(r, &h->put, S_Q_NOT_FULL, need, &dl, &spun)) != 0) {
             rc = rc == -ETIMEDOUT ? DMP_EFULL : rc;
             goto fail; /* lock not held */
         }
     }
     if (rc != 0) {
-        s_unlock(r);
+        s_unlock(&h->put);
         goto fail;
     }
     S_HOOK("put-locked");
 
-    s_state_t ns = *s_state(h);
     if (ool)
         s_append(r, &ns, skip, S_REC_OOL, &ool_rec, sizeof ool_rec);
     else
@@ -1086,26 +1252,26 @@ s_put_run(dmp__ring_t *r, const uint8_t *data, size_t len, size_t *done)
 {
     s_hdr_t *h = r->hdr;
     s_deadline_t now = s_deadline(0);
-    int rc = s_lock(r, &now);
+    int rc = s_lock(h, &h->put, &now);
     if (rc)
         return rc == -ETIMEDOUT ? DMP_EFULL : rc;
-    if (h->shutdown) {
-        s_unlock(r);
+    if (__atomic_load_n(&h->shutdown, __ATOMIC_RELAXED)) {
+        s_unlock(&h->put);
         return -EBADF;
     }
-    s_state_t ns = *s_state(h);
+    s_state_t ns = s_state(&h->put);
     size_t at = *done;
     uint32_t n;
     uint64_t skip = 0;
     while (at < len && s_batch_record(data, len, at, &n) &&
            s_batch_inline(r, n)) {
-        if (!s_room(r, &ns, sizeof(s_rec_t) + s_pad8(n), &skip))
+        if (!s_room(r, &ns, sizeof(s_rec_t) + s_pad8(n), &skip, false))
             break;
         s_append(r, &ns, skip, S_REC_DATA, data + at + 4, n);
         at += 4 + (size_t)n;
     }
     if (at == *done) {
-        s_unlock(r);
+        s_unlock(&h->put);
         return DMP_EFULL;
     }
     S_HOOK("batch-written");
@@ -1151,24 +1317,26 @@ dmp__ring_get(dmp__ring_t *r, uint8_t **data_p, size_t *len_p,
 }
 
 /* Reads the oldest record; every field is checked, the segment being
- * outside input. Caller holds the lock and saw count > 0. *ns: the state
- * with a WRAP record skipped; *size: the record's bytes in the area;
+ * outside input. Caller holds the get lock and saw an item (s_has_item:
+ * get.seen_pos is a tail past it). *ns: the get side's state with a WRAP
+ * record skipped; *size: the record's bytes in the area;
  * *payload: its bytes (an s_ool_t for OOL). */
 static int
 s_head(dmp__ring_t *r, s_state_t *ns, s_rec_t *hd, uint64_t *size,
        const uint8_t **payload)
 {
-    *ns = *s_state(r->hdr);
-    uint64_t pos = ns->head % r->cap;
+    *ns = s_state(&r->hdr->get);
+    uint64_t tail = r->hdr->get.seen_pos;
+    uint64_t pos = ns->pos % r->cap;
     memcpy(hd, r->data + pos, sizeof *hd);
     if (hd->kind == S_REC_WRAP) {
-        ns->head += r->cap - pos;
+        ns->pos += r->cap - pos;
         pos = 0;
         memcpy(hd, r->data, sizeof *hd);
     }
-    uint64_t used = ns->tail - ns->head;
+    uint64_t used = tail - ns->pos;
     *size = sizeof *hd + s_pad8(hd->len);
-    bool bad = ns->head >= ns->tail || *size > used ||
+    bool bad = ns->pos >= tail || *size > used ||
                *size > r->cap - pos ||
                (hd->kind != S_REC_DATA && hd->kind != S_REC_OOL) ||
                (hd->kind == S_REC_OOL && hd->len != sizeof(s_ool_t));
@@ -1182,15 +1350,15 @@ static void
 s_remove_head(dmp__ring_t *r, s_state_t *ns, uint64_t size)
 {
     s_hdr_t *h = r->hdr;
-    ns->head += size;
-    ns->count--;
-    s_commit(h, ns); /* the item is the taker's from here on */
+    ns->pos += size;
+    ns->n++;
+    s_commit(&h->get, ns); /* the item is the taker's from here on */
     S_HOOK("get-committed");
-    __atomic_add_fetch(&h->seq, 1, __ATOMIC_RELAXED);
     bool wake_putter = s_signal(h, S_Q_NOT_FULL);
     /* Pass a wake on while items remain (see put). */
-    bool wake_getter = ns->count > 0 && s_claim_wake(h, S_Q_NOT_EMPTY);
-    s_unlock_wake(r, wake_getter, wake_putter);
+    bool wake_getter = s_has_item(r, ns->pos, false) &&
+                       s_claim_wake(h, S_Q_NOT_EMPTY);
+    s_unlock_wake(r, &h->get, wake_getter, wake_putter);
 }
 
 int
@@ -1201,26 +1369,26 @@ dmp__ring_get_max(dmp__ring_t *r, uint8_t **data_p, size_t *len_p,
     s_hdr_t *h = r->hdr;
     s_deadline_t dl = s_deadline(timeout);
     bool spun = false;
-    int rc = s_lock(r, &dl);
+    int rc = s_lock(h, &h->get, &dl);
     if (rc != 0)
         return rc == -ETIMEDOUT ? DMP_EEMPTY : rc;
     for (;;) {
-        if (s_state(h)->count > 0)
+        if (s_get_ready(r))
             break;
-        if (h->shutdown) {
-            s_unlock(r);
+        if (__atomic_load_n(&h->shutdown, __ATOMIC_RELAXED)) {
+            s_unlock(&h->get);
             return -EBADF;
         }
         bool expired = s_expired(&dl);
         if (s_eof(h, expired || spun)) {
-            s_unlock(r);
+            s_unlock(&h->get);
             return DMP_EEOF;
         }
         if (expired) {
-            s_unlock(r);
+            s_unlock(&h->get);
             return DMP_EEMPTY;
         }
-        if ((rc = s_wait(r, S_Q_NOT_EMPTY, &dl, &spun)) != 0)
+        if ((rc = s_wait(r, &h->get, S_Q_NOT_EMPTY, 0, &dl, &spun)) != 0)
             return rc == -ETIMEDOUT ? DMP_EEMPTY : rc;
     }
 
@@ -1229,7 +1397,7 @@ dmp__ring_get_max(dmp__ring_t *r, uint8_t **data_p, size_t *len_p,
     uint64_t size;
     const uint8_t *payload;
     if (s_head(r, &ns, &hd, &size, &payload) != 0) {
-        s_unlock(r);
+        s_unlock(&h->get);
         return DMP_EPROTO;
     }
     uint8_t *buf = NULL;
@@ -1241,7 +1409,7 @@ dmp__ring_get_max(dmp__ring_t *r, uint8_t **data_p, size_t *len_p,
         if (ool.size > r->item_max) {
             ool_fd = DMP_EPROTO;
         } else if (ool.size > max) {
-            s_unlock(r); /* too big for the caller: it stays */
+            s_unlock(&h->get); /* too big for the caller: it stays */
             *len_p = (size_t)ool.size;
             return -EMSGSIZE;
         } else {
@@ -1253,19 +1421,19 @@ dmp__ring_get_max(dmp__ring_t *r, uint8_t **data_p, size_t *len_p,
              * item: drop it so the queue does not stay wedged on it. */
             rc = DMP_EPROTO;
         } else if (ool_fd < 0) {
-            s_unlock(r); /* e.g. EMFILE: the item stays for a retry */
+            s_unlock(&h->get); /* e.g. EMFILE: the item stays for a retry */
             return ool_fd;
         }
     }
     if (hd.kind == S_REC_DATA && len > max) {
-        s_unlock(r); /* too big for the caller: it stays */
+        s_unlock(&h->get); /* too big for the caller: it stays */
         *len_p = len;
         return -EMSGSIZE;
     }
     if (rc == 0) {
         buf = dmp__malloc(len);
         if (!buf) {
-            s_unlock(r);
+            s_unlock(&h->get);
             if (ool_fd >= 0)
                 close(ool_fd);
             return -ENOMEM; /* nothing taken */
@@ -1305,23 +1473,24 @@ static int
 s_lock_head(dmp__ring_t *r, uint64_t *seq_p, s_state_t *ns, s_rec_t *hd,
             uint64_t *size, const uint8_t **payload)
 {
+    s_hdr_t *h = r->hdr;
     s_deadline_t dl = s_deadline(0);
-    int rc = s_lock(r, &dl);
+    int rc = s_lock(h, &h->get, &dl);
     if (rc != 0)
         return rc == -ETIMEDOUT ? -EAGAIN : rc;
-    if (s_state(r->hdr)->count <= 0) {
-        s_unlock(r);
+    if (!s_get_ready(r)) {
+        s_unlock(&h->get);
         return *seq_p ? -ESTALE : DMP_EEMPTY;
     }
     if (s_head(r, ns, hd, size, payload) != 0) {
-        s_unlock(r);
+        s_unlock(&h->get);
         return DMP_EPROTO;
     }
-    if (*seq_p && *seq_p != ns->head + 1) {
-        s_unlock(r);
+    if (*seq_p && *seq_p != ns->pos + 1) {
+        s_unlock(&h->get);
         return -ESTALE;
     }
-    *seq_p = ns->head + 1;
+    *seq_p = ns->pos + 1;
     return 0;
 }
 
@@ -1330,6 +1499,7 @@ dmp__ring_peek(dmp__ring_t *r, uint64_t *seq_p, uint64_t offset, size_t max,
                uint8_t **data_p, size_t *len_p, uint64_t *total_p)
 {
     assert(r && seq_p && data_p && len_p && total_p);
+    s_hdr_t *h = r->hdr;
     s_state_t ns;
     s_rec_t hd;
     uint64_t size;
@@ -1341,13 +1511,13 @@ dmp__ring_peek(dmp__ring_t *r, uint64_t *seq_p, uint64_t offset, size_t max,
     if (hd.kind == S_REC_OOL)
         memcpy(&ool, payload, sizeof ool);
     if (ool.size > r->item_max || offset > ool.size) {
-        s_unlock(r);
+        s_unlock(&h->get);
         return offset > ool.size ? -EINVAL : DMP_EPROTO;
     }
     size_t n = ool.size - offset < max ? (size_t)(ool.size - offset) : max;
     uint8_t *buf = dmp__malloc(n ? n : 1);
     if (!buf) {
-        s_unlock(r);
+        s_unlock(&h->get);
         return -ENOMEM;
     }
     int fd = -1;
@@ -1355,7 +1525,7 @@ dmp__ring_peek(dmp__ring_t *r, uint64_t *seq_p, uint64_t offset, size_t max,
         rc = fd = s_ool_open(r, &ool);
     else
         memcpy(buf, payload + offset, n);
-    s_unlock(r);
+    s_unlock(&h->get);
     /* The segment stays readable through fd even if a taker unlinks it. */
     if (fd >= 0) {
         rc = s_ool_read(fd, buf, n, offset);
@@ -1399,9 +1569,10 @@ int64_t
 dmp__ring_count(dmp__ring_t *r)
 {
     assert(r);
-    /* Lock-free: a stopped lock holder must not block qsize. */
-    const s_state_t *st = s_state(r->hdr);
-    int64_t n = __atomic_load_n(&st->count, __ATOMIC_RELAXED);
+    /* Lock-free: a stopped lock holder must not block qsize. The get side
+     * first: a put in between makes the count larger, never negative. */
+    int64_t got = s_state(&r->hdr->get).n;
+    int64_t n = s_diff(s_state(&r->hdr->put).n, got);
     return n < 0 ? 0 : n;
 }
 
@@ -1412,12 +1583,12 @@ dmp__ring_poll(dmp__ring_t *r, double timeout)
     s_hdr_t *h = r->hdr;
     s_deadline_t dl = s_deadline(timeout);
     bool spun = false;
-    int rc = s_lock(r, &dl);
+    int rc = s_lock(h, &h->get, &dl);
     if (rc != 0)
         return rc == -ETIMEDOUT ? 0 : rc;
     for (;;) {
         bool expired = s_expired(&dl);
-        if (s_state(h)->count > 0 || h->shutdown ||
+        if (s_get_ready(r) || __atomic_load_n(&h->shutdown, __ATOMIC_RELAXED) ||
             s_eof(h, expired || spun)) {
             rc = 1;
             break;
@@ -1426,10 +1597,10 @@ dmp__ring_poll(dmp__ring_t *r, double timeout)
             rc = 0;
             break;
         }
-        if ((rc = s_wait(r, S_Q_NOT_EMPTY, &dl, &spun)) != 0)
+        if ((rc = s_wait(r, &h->get, S_Q_NOT_EMPTY, 0, &dl, &spun)) != 0)
             return rc == -ETIMEDOUT ? 0 : rc;
     }
-    s_unlock(r);
+    s_unlock(&h->get);
     return rc;
 }
 
@@ -1439,27 +1610,29 @@ dmp__ring_task_done(dmp__ring_t *r)
     assert(r);
     s_hdr_t *h = r->hdr;
     s_deadline_t forever = {false, true, 0};
-    int rc = s_lock(r, &forever);
+    int rc = s_lock(h, &h->get, &forever);
     if (rc != 0)
         return rc;
-    s_state_t ns = *s_state(h);
-    if (ns.unfinished <= 0) {
-        s_unlock(r);
+    int64_t unfinished = s_unfinished(r);
+    if (unfinished <= 0) {
+        s_unlock(&h->get);
         return -EINVAL;
     }
-    ns.unfinished--;
-    s_commit(h, &ns);
+    s_state_t ns = s_state(&h->get);
+    ns.done++;
+    s_commit(&h->get, &ns);
     bool wake = false;
-    if (ns.unfinished == 0) {
-        __atomic_add_fetch(&h->word[S_Q_JOINED], 1, __ATOMIC_SEQ_CST);
-        wake = __atomic_load_n(&h->sleepers[S_Q_JOINED], __ATOMIC_RELAXED);
+    if (--unfinished == 0) {
+        __atomic_add_fetch(&h->joined, 1, __ATOMIC_SEQ_CST);
+        wake = S_SLEEPERS(__atomic_load_n(&h->sleep[S_Q_JOINED],
+                                          __ATOMIC_SEQ_CST));
     }
     char notify[S_NOTIFY_MAX];
     s_notify_path(h, notify);
-    s_unlock(r);
+    s_unlock(&h->get);
     if (wake) /* every joiner */
-        s_futex_wake(&h->word[S_Q_JOINED], INT_MAX);
-    if (notify[0] && ns.unfinished == 0) /* a join parked at the agent */
+        s_futex_wake(&h->joined, INT_MAX);
+    if (notify[0] && unfinished == 0) /* a join parked at the agent */
         dmp__fifo_notify(notify);
     return 0;
 }
@@ -1471,13 +1644,13 @@ dmp__ring_join(dmp__ring_t *r, double timeout)
     s_hdr_t *h = r->hdr;
     s_deadline_t dl = s_deadline(timeout);
     bool spun = false;
-    int rc = s_lock(r, &dl);
+    int rc = s_lock(h, &h->get, &dl);
     if (rc != 0)
         return rc;
     for (;;) {
-        if (s_state(h)->unfinished <= 0)
+        if (s_unfinished(r) <= 0)
             break;
-        if (h->shutdown) {
+        if (__atomic_load_n(&h->shutdown, __ATOMIC_RELAXED)) {
             rc = -EBADF;
             break;
         }
@@ -1485,10 +1658,10 @@ dmp__ring_join(dmp__ring_t *r, double timeout)
             rc = -ETIMEDOUT;
             break;
         }
-        if ((rc = s_wait(r, S_Q_JOINED, &dl, &spun)) != 0)
+        if ((rc = s_wait(r, &h->get, S_Q_JOINED, 0, &dl, &spun)) != 0)
             return rc;
     }
-    s_unlock(r);
+    s_unlock(&h->get);
     return rc;
 }
 
@@ -1497,25 +1670,22 @@ dmp__ring_shutdown(dmp__ring_t *r)
 {
     assert(r);
     s_hdr_t *h = r->hdr;
-    /* A holder that does not let go (stopped) must not stop the owner's
-     * teardown: the flag is set anyway, and everyone is woken. */
-    s_deadline_t soon = s_deadline(1.0);
-    bool locked = s_lock(r, &soon) == 0;
+    /* No lock: a holder that does not let go (stopped) must not stop the
+     * owner's teardown. Waiters re-check the flag after registering (see
+     * s_wait); everyone is woken, whatever the sleeper counts say. */
     __atomic_store_n(&h->shutdown, 1, __ATOMIC_SEQ_CST);
     for (int q = 0; q < S_Q_N; q++)
-        __atomic_add_fetch(&h->word[q], 1, __ATOMIC_SEQ_CST);
-    if (locked)
-        s_unlock(r);
-    /* Everyone, whatever the sleeper counts say. */
+        __atomic_add_fetch(s_word(h, q), 1, __ATOMIC_SEQ_CST);
     for (int q = 0; q < S_Q_N; q++)
-        s_futex_wake(&h->word[q], INT_MAX);
+        s_futex_wake(s_word(h, q), INT_MAX);
 }
 
 uint32_t
 dmp__ring_seq(dmp__ring_t *r)
 {
     assert(r);
-    return __atomic_load_n(&r->hdr->seq, __ATOMIC_ACQUIRE);
+    return (uint32_t)((uint64_t)s_state(&r->hdr->put).n +
+                      (uint64_t)s_state(&r->hdr->get).n);
 }
 
 uint64_t
@@ -1532,12 +1702,18 @@ dmp__ring_set_notify(dmp__ring_t *r, const char *fifo_path)
     const char *path = fifo_path ? fifo_path : "";
     if (strlen(path) >= S_NOTIFY_MAX)
         return -ENAMETOOLONG;
+    /* Under both locks (get first), so either side reads it under its
+     * own. */
+    s_hdr_t *h = r->hdr;
     s_deadline_t forever = {false, true, 0};
-    int rc = s_lock(r, &forever);
+    int rc = s_lock(h, &h->get, &forever);
     if (rc != 0)
         return rc;
-    memset(r->hdr->notify, 0, sizeof r->hdr->notify);
-    memcpy(r->hdr->notify, path, strlen(path));
-    s_unlock(r);
-    return 0;
+    if ((rc = s_lock(h, &h->put, &forever)) == 0) {
+        memset(h->notify, 0, sizeof h->notify);
+        memcpy(h->notify, path, strlen(path));
+        s_unlock(&h->put);
+    }
+    s_unlock(&h->get);
+    return rc;
 }

@@ -5,10 +5,10 @@
  *
  * The input is the segment: a header page and the data area (zero-padded
  * to the smallest size open accepts). Two parts are not taken from the
- * input: the process-shared mutex (a garbage pthread mutex is undefined
+ * input: the process-shared mutexes (a garbage pthread mutex is undefined
  * behaviour in any program, not a decoding question) and the notify FIFO
  * path (open(2) on an arbitrary path may block or touch a device); the
- * harness puts a fresh mutex there, and "" or a FIFO of its own in the
+ * harness puts fresh mutexes there, and "" or a FIFO of its own in the
  * path, as the input's first path byte chooses.
  *
  * Promises checked: open refuses a bad header with DMP_EPROTO and maps
@@ -33,22 +33,27 @@ typedef struct {
     uint64_t start;
 } s_ring_writer_t;
 typedef struct {
-    uint64_t head, tail;
-    int64_t count, unfinished;
+    uint64_t pos;
+    int64_t n, done;
 } s_ring_state_t;
 typedef struct {
+    alignas(64) pthread_mutex_t lock;
+    uint64_t seen_pos;
+    int64_t seen_n;
+    alignas(64) s_ring_state_t state[2];
+    uint32_t cur;
+    uint32_t word;
+} s_ring_side_t;
+typedef struct {
     uint64_t magic;
-    uint32_t version, hdr_size, struct_size, pad0;
+    uint32_t version, hdr_size, struct_size, shutdown;
     uint64_t capacity, seg_size, item_max;
     int64_t maxsize;
-    alignas(64) pthread_mutex_t lock;
-    uint32_t cur;
-    uint32_t word[3];
-    uint32_t seq;
-    uint32_t shutdown;
-    alignas(64) s_ring_state_t state[2];
-    alignas(64) uint32_t sleepers[3];
-    uint32_t wakes[3];
+    s_ring_side_t put;
+    s_ring_side_t get;
+    alignas(64) uint64_t sleep[3];
+    uint32_t joined;
+    uint32_t pad0;
     uint64_t ool_next;
     alignas(64) char notify[256];
     uint32_t pipe_mode;
@@ -130,7 +135,8 @@ s_ring_make_segment(const uint8_t *data, size_t size)
     FUZZ_CHECK(img != NULL, "out of memory");
     memcpy(img, data, size);
     s_ring_hdr_t *h = (s_ring_hdr_t *)img;
-    memcpy(&h->lock, &s_ring_fresh_lock, sizeof h->lock);
+    memcpy(&h->put.lock, &s_ring_fresh_lock, sizeof h->put.lock);
+    memcpy(&h->get.lock, &s_ring_fresh_lock, sizeof h->get.lock);
     bool notify = h->notify[0] != 0;
     memset(h->notify, 0, sizeof h->notify);
     if (notify)

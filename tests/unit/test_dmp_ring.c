@@ -29,6 +29,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <math.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -693,6 +694,80 @@ test_ring_full_ring_blocks_put_until_a_get_frees_a_slot(void **state)
     s_expect(ring, "2", 1);
     s_expect(ring, "3", 1);
     s_destroy(&ring, name);
+}
+
+/* ---- hand-offs between the two sides --------------------------------- */
+
+/* A putter and a getter that each wait for the other on every item: a
+ * queue of one item (maxsize 1). First with both processes on one CPU, so
+ * that each sleeps in the kernel and is preempted anywhere in put and get,
+ * then on every CPU (spins and sleeps mixed). Putters and getters hold
+ * different locks, so only the wake-up protocol stands between them and a
+ * lost wake-up, which would show as an operation waiting for the 1 s
+ * safety re-check: each side fails when one operation took 0.5 s. */
+#define S_HANDOFF_ITEMS 20000
+#define S_HANDOFF_STALL 0.5
+
+static int
+s_child_handoff_put(void *arg)
+{
+    dmp__ring_t *ring = NULL;
+    if (dmp__ring_open(arg, &ring) != 0)
+        return 2;
+    int rc = 0;
+    for (uint64_t i = 0; i < S_HANDOFF_ITEMS && rc == 0; i++) {
+        double t0 = dmp__now();
+        if (dmp__ring_put(ring, &i, sizeof i, 5.0) != 0)
+            rc = 3;
+        else if (dmp__now() - t0 > S_HANDOFF_STALL)
+            rc = 4;
+    }
+    dmp__ring_close(&ring);
+    return rc;
+}
+
+static void
+test_ring_hands_every_item_over_without_a_lost_wake_up(void **state)
+{
+    (void)state;
+    cpu_set_t all, one;
+    assert_int_equal(sched_getaffinity(0, sizeof all, &all), 0);
+    CPU_ZERO(&one);
+    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
+        if (CPU_ISSET(cpu, &all)) {
+            CPU_SET(cpu, &one);
+            break;
+        }
+    for (int round = 0; round < 2; round++) {
+        cpu_set_t *cpus = round == 0 ? &one : &all;
+        assert_int_equal(sched_setaffinity(0, sizeof *cpus, cpus), 0);
+        char name[96];
+        s_name(name, sizeof name, "handoff");
+        dmp__ring_t *ring = s_create(name, 0, 1);
+        pid_t pid = s_spawn(s_child_handoff_put, name);
+        assert_true(pid > 0);
+        double worst = 0;
+        for (uint64_t i = 0; i < S_HANDOFF_ITEMS; i++) {
+            uint8_t *data = NULL;
+            size_t len = 0;
+            double t0 = dmp__now();
+            assert_ok(dmp__ring_get(ring, &data, &len, 5.0));
+            double took = dmp__now() - t0;
+            worst = took > worst ? took : worst;
+            assert_int_equal(len, sizeof i);
+            uint64_t got;
+            memcpy(&got, data, sizeof got);
+            dmp__free(data);
+            assert_int_equal(got, i);
+        }
+        assert_int_equal(s_reap(pid), 0);
+        assert_int_equal(sched_setaffinity(0, sizeof all, &all), 0);
+        print_message("      %s: longest get %.1f ms\n",
+                      round == 0 ? "one CPU" : "all CPUs", worst * 1e3);
+        if (worst > S_HANDOFF_STALL)
+            fail_msg("a get waited %.3f s", worst);
+        s_destroy(&ring, name);
+    }
 }
 
 /* ---- wrap-around ----------------------------------------------------- */
@@ -1928,6 +2003,7 @@ main(int argc, char **argv)
     T(test_ring_put_batch_wakes_every_sleeping_getter_it_feeds),
         T(test_ring_blocked_get_wakes_when_another_process_puts),
         T(test_ring_full_ring_blocks_put_until_a_get_frees_a_slot),
+        T(test_ring_hands_every_item_over_without_a_lost_wake_up),
         T(test_ring_wraps_around_with_random_sizes),
         T(test_ring_streams_random_sizes_between_processes),
         T(test_ring_big_item_goes_out_of_line_and_back),
