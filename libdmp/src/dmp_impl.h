@@ -763,8 +763,9 @@ bool dmp__proc_alive(pid_t pid, uint64_t start);
 /* A loopback tcp port free now, below the kernel's ephemeral range (for
  * throwaway local clusters: tests, `dmp cluster up`), or -errno. */
 int dmp__free_loopback_port(void);
-/* For spinning waiters (ring and segment locks): more than one CPU online
- * (else spinning only delays the holder), and one pause of a spin loop. */
+/* For spinning waiters (ring and segment locks): more than one CPU this
+ * process may run on (else spinning only delays the holder), and one pause
+ * of a spin loop. */
 bool dmp__multi_cpu(void);
 static inline void
 dmp__cpu_relax(void)

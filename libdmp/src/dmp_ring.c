@@ -60,6 +60,7 @@
 #include <linux/futex.h>
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdalign.h>
 #include <stdio.h>
@@ -197,6 +198,13 @@ typedef struct {
 
 _Static_assert(sizeof(s_hdr_t) <= S_HDR_SIZE, "ring header exceeds a page");
 
+/* A header's sizes as open checked them. */
+typedef struct {
+    uint64_t cap;
+    uint64_t item_max;
+    int64_t maxsize;
+} s_sizes_t;
+
 struct dmp__ring {
     s_hdr_t *hdr;     /* the mapping */
     uint8_t *data;    /* hdr + S_HDR_SIZE */
@@ -231,15 +239,38 @@ s_pad8(uint64_t n)
     return (n + 7) & ~(uint64_t)7;
 }
 
+/* CPUs this process may run on, 0: not counted yet (since the fork). */
+static int s_ncpu;
+
+static void
+s_ncpu_reset(void)
+{
+    __atomic_store_n(&s_ncpu, 0, __ATOMIC_RELAXED);
+}
+
+static void
+s_ncpu_atfork(void)
+{
+    pthread_atfork(NULL, NULL, s_ncpu_reset);
+}
+
+/* Whether spinning can pay: another CPU may run the process we wait for.
+ * Counted on the CPUs this process may use (a process pinned to one CPU
+ * only delays the other side by spinning), once per process. */
 bool
 dmp__multi_cpu(void)
 {
-    static int ncpu; /* 0: unknown yet; benign race, same answer */
-    int n = __atomic_load_n(&ncpu, __ATOMIC_RELAXED);
-    if (n == 0) {
-        long v = sysconf(_SC_NPROCESSORS_ONLN);
-        n = v > 1 ? (int)(v > 1024 ? 1024 : v) : 1;
-        __atomic_store_n(&ncpu, n, __ATOMIC_RELAXED);
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    int n = __atomic_load_n(&s_ncpu, __ATOMIC_RELAXED);
+    if (n == 0) { /* benign race: the same answer */
+        pthread_once(&once, s_ncpu_atfork);
+        cpu_set_t set;
+        if (sched_getaffinity(0, sizeof set, &set) == 0)
+            n = CPU_COUNT(&set);
+        else
+            n = (int)sysconf(_SC_NPROCESSORS_ONLN);
+        n = n > 1 ? n : 1;
+        __atomic_store_n(&s_ncpu, n, __ATOMIC_RELAXED);
     }
     return n > 1;
 }
@@ -483,10 +514,14 @@ s_wait(dmp__ring_t *r, s_side_t *side, int q, uint64_t need,
     /* EINTR, EAGAIN (word moved), ETIMEDOUT and spurious returns all mean
      * the same: re-check under the lock. */
     s_futex_wait(word, seen, rel);
-    /* A crash before this leaves one sleeper too many (a spare wake
-     * later), never a wake too many (which would be a lost one). */
-    s_sleeper_leave(h, q);
-    return s_lock(h, side, d);
+    /* Leaves once it holds the lock again, to act on its wake. A crash
+     * before, or a lock not taken in time, leaves one sleeper too many (a
+     * spare wake later), never a wake too many (which would be a lost
+     * one). */
+    int rc = s_lock(h, side, d);
+    if (rc == 0)
+        s_sleeper_leave(h, q);
+    return rc;
 }
 
 /* ---- state ----------------------------------------------------------- */
@@ -825,37 +860,43 @@ out:
     return 0;
 }
 
-/* Checks a mapped header; everything in it is outside input. */
+/* Checks a mapped header; everything in it is outside input. The sizes
+ * come out as checked (*sizes), read once: a writer of the segment cannot
+ * change them after the check. */
 static int
-s_validate(const s_hdr_t *h, size_t mapped)
+s_validate(const s_hdr_t *h, size_t mapped, s_sizes_t *sizes)
 {
     if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) != S_MAGIC ||
         h->version != S_VERSION || h->hdr_size != S_HDR_SIZE ||
         h->struct_size != sizeof(s_hdr_t))
         return DMP_EPROTO;
-    uint64_t cap = h->capacity;
+    uint64_t cap = __atomic_load_n(&h->capacity, __ATOMIC_RELAXED);
+    uint64_t seg_size = __atomic_load_n(&h->seg_size, __ATOMIC_RELAXED);
+    uint64_t item_max = __atomic_load_n(&h->item_max, __ATOMIC_RELAXED);
+    int64_t maxsize = __atomic_load_n(&h->maxsize, __ATOMIC_RELAXED);
     if (cap < S_CAP_MIN || cap > S_CAP_LIMIT || cap % 8 != 0 ||
-        h->seg_size != S_HDR_SIZE + cap || h->seg_size > mapped ||
-        h->item_max > S_CAP_LIMIT || h->maxsize < 0)
+        seg_size != S_HDR_SIZE + cap || seg_size > mapped ||
+        item_max > S_CAP_LIMIT || maxsize < 0)
         return DMP_EPROTO;
-    /* The views of the other side first: they lag behind the states,
-     * which a live ring's users move on meanwhile. */
+    /* The views of the other side first, then the get side, then the put
+     * side: each read lags behind the next, so a live ring's users moving
+     * on meanwhile cannot fail these checks. (Upper bounds such as tail -
+     * head <= capacity would: s_fits and s_head check those as they go.) */
     uint64_t put_seen = __atomic_load_n(&h->put.seen_pos, __ATOMIC_SEQ_CST);
     int64_t put_seen_n = __atomic_load_n(&h->put.seen_n, __ATOMIC_SEQ_CST);
     uint64_t get_seen = __atomic_load_n(&h->get.seen_pos, __ATOMIC_SEQ_CST);
     s_state_t g = s_state(&h->get);
     s_state_t p = s_state(&h->put);
-    if (g.pos % 8 || p.pos % 8 || g.pos > p.pos || p.pos - g.pos > cap ||
-        g.n < 0 || g.done < 0 || p.n < g.n || p.n < g.done || p.done ||
+    if (g.pos % 8 || p.pos % 8 || g.pos > p.pos || g.n < 0 || g.done < 0 || p.n < g.n || p.n < g.done || p.done ||
         p.n > INT64_MAX / 2 || /* counting on never overflows */
         (uint64_t)(p.n - g.n) > (p.pos - g.pos) / sizeof(s_rec_t))
         return DMP_EPROTO;
-    if (put_seen > g.pos || p.pos - put_seen > cap || put_seen_n < 0 ||
-        put_seen_n > g.n ||
+    if (put_seen > g.pos || put_seen_n < 0 || put_seen_n > g.n ||
         get_seen > p.pos)
         return DMP_EPROTO;
     if (memchr(h->notify, '\0', sizeof h->notify) == NULL)
         return DMP_EPROTO;
+    *sizes = (s_sizes_t){cap, item_max, maxsize};
     return 0;
 }
 
@@ -892,9 +933,10 @@ dmp__ring_open(const char *name, dmp__ring_t **ring_p)
         goto out;
     }
     r->hdr = p;
-    if ((rc = s_validate(r->hdr, r->map_size)) != 0)
+    s_sizes_t sizes;
+    if ((rc = s_validate(r->hdr, r->map_size, &sizes)) != 0)
         goto out;
-    s_ring_sizes(r, r->hdr->capacity, r->hdr->item_max, r->hdr->maxsize);
+    s_ring_sizes(r, sizes.cap, sizes.item_max, sizes.maxsize);
 
 out:
     if (fd >= 0)
@@ -1361,6 +1403,20 @@ s_remove_head(dmp__ring_t *r, s_state_t *ns, uint64_t size)
     s_unlock_wake(r, &h->get, wake_getter, wake_putter);
 }
 
+/* Unlocks the get side with the head item left in place (too big for the
+ * caller, a failed allocation, a poll): the wake this caller absorbed may
+ * have been meant for that item, so it goes on to another sleeping getter
+ * (which would otherwise wait for the next put or its re-check). */
+static void
+s_unlock_item_stays(dmp__ring_t *r)
+{
+    s_hdr_t *h = r->hdr;
+    bool wake = s_claim_wake(h, S_Q_NOT_EMPTY);
+    s_unlock(&h->get);
+    if (wake)
+        s_futex_wake(&h->put.word, 1);
+}
+
 int
 dmp__ring_get_max(dmp__ring_t *r, uint8_t **data_p, size_t *len_p,
                   double timeout, size_t max)
@@ -1368,7 +1424,7 @@ dmp__ring_get_max(dmp__ring_t *r, uint8_t **data_p, size_t *len_p,
     assert(r && data_p && len_p);
     s_hdr_t *h = r->hdr;
     s_deadline_t dl = s_deadline(timeout);
-    bool spun = false;
+    bool spun = false, waited = false;
     int rc = s_lock(h, &h->get, &dl);
     if (rc != 0)
         return rc == -ETIMEDOUT ? DMP_EEMPTY : rc;
@@ -1380,7 +1436,7 @@ dmp__ring_get_max(dmp__ring_t *r, uint8_t **data_p, size_t *len_p,
             return -EBADF;
         }
         bool expired = s_expired(&dl);
-        if (s_eof(h, expired || spun)) {
+        if (s_eof(h, expired || waited)) {
             s_unlock(&h->get);
             return DMP_EEOF;
         }
@@ -1390,6 +1446,7 @@ dmp__ring_get_max(dmp__ring_t *r, uint8_t **data_p, size_t *len_p,
         }
         if ((rc = s_wait(r, &h->get, S_Q_NOT_EMPTY, 0, &dl, &spun)) != 0)
             return rc == -ETIMEDOUT ? DMP_EEMPTY : rc;
+        waited = true;
     }
 
     s_state_t ns;
@@ -1409,7 +1466,7 @@ dmp__ring_get_max(dmp__ring_t *r, uint8_t **data_p, size_t *len_p,
         if (ool.size > r->item_max) {
             ool_fd = DMP_EPROTO;
         } else if (ool.size > max) {
-            s_unlock(&h->get); /* too big for the caller: it stays */
+            s_unlock_item_stays(r); /* too big for the caller */
             *len_p = (size_t)ool.size;
             return -EMSGSIZE;
         } else {
@@ -1421,19 +1478,19 @@ dmp__ring_get_max(dmp__ring_t *r, uint8_t **data_p, size_t *len_p,
              * item: drop it so the queue does not stay wedged on it. */
             rc = DMP_EPROTO;
         } else if (ool_fd < 0) {
-            s_unlock(&h->get); /* e.g. EMFILE: the item stays for a retry */
+            s_unlock_item_stays(r); /* e.g. EMFILE: for a retry */
             return ool_fd;
         }
     }
     if (hd.kind == S_REC_DATA && len > max) {
-        s_unlock(&h->get); /* too big for the caller: it stays */
+        s_unlock_item_stays(r); /* too big for the caller */
         *len_p = len;
         return -EMSGSIZE;
     }
     if (rc == 0) {
         buf = dmp__malloc(len);
         if (!buf) {
-            s_unlock(&h->get);
+            s_unlock_item_stays(r);
             if (ool_fd >= 0)
                 close(ool_fd);
             return -ENOMEM; /* nothing taken */
@@ -1582,14 +1639,14 @@ dmp__ring_poll(dmp__ring_t *r, double timeout)
     assert(r);
     s_hdr_t *h = r->hdr;
     s_deadline_t dl = s_deadline(timeout);
-    bool spun = false;
+    bool spun = false, waited = false;
     int rc = s_lock(h, &h->get, &dl);
     if (rc != 0)
         return rc == -ETIMEDOUT ? 0 : rc;
     for (;;) {
         bool expired = s_expired(&dl);
         if (s_get_ready(r) || __atomic_load_n(&h->shutdown, __ATOMIC_RELAXED) ||
-            s_eof(h, expired || spun)) {
+            s_eof(h, expired || waited)) {
             rc = 1;
             break;
         }
@@ -1599,8 +1656,12 @@ dmp__ring_poll(dmp__ring_t *r, double timeout)
         }
         if ((rc = s_wait(r, &h->get, S_Q_NOT_EMPTY, 0, &dl, &spun)) != 0)
             return rc == -ETIMEDOUT ? 0 : rc;
+        waited = true;
     }
-    s_unlock(&h->get);
+    if (rc == 1)
+        s_unlock_item_stays(r);
+    else
+        s_unlock(&h->get);
     return rc;
 }
 

@@ -770,6 +770,61 @@ test_ring_hands_every_item_over_without_a_lost_wake_up(void **state)
     }
 }
 
+/* Two getters asleep on an empty ring, the first with room for one byte
+ * only. A put of two bytes wakes the first, which leaves the item where it
+ * is (-EMSGSIZE): it must pass the wake on, or the second would wait for
+ * its 1 s re-check. */
+static int
+s_child_get_too_small(void *arg)
+{
+    dmp__ring_t *ring = NULL;
+    if (dmp__ring_open(arg, &ring) != 0)
+        return 2;
+    uint8_t *data = NULL;
+    size_t len = 0;
+    int rc = dmp__ring_get_max(ring, &data, &len, 5.0, 1);
+    dmp__free(data);
+    dmp__ring_close(&ring);
+    return rc == -EMSGSIZE && len == 2 ? 0 : 3;
+}
+
+static int
+s_child_get_two_bytes(void *arg)
+{
+    dmp__ring_t *ring = NULL;
+    if (dmp__ring_open(arg, &ring) != 0)
+        return 2;
+    uint8_t *data = NULL;
+    size_t len = 0;
+    int rc = dmp__ring_get(ring, &data, &len, 5.0);
+    bool ok = rc == 0 && len == 2 && memcmp(data, "hi", 2) == 0;
+    dmp__free(data);
+    dmp__ring_close(&ring);
+    return ok ? 0 : 3;
+}
+
+static void
+test_ring_getter_that_leaves_the_item_passes_its_wake_on(void **state)
+{
+    (void)state;
+    char name[96];
+    s_name(name, sizeof name, "passwake");
+    dmp__ring_t *ring = s_create(name, 0, 0);
+    pid_t small = s_spawn(s_child_get_too_small, name);
+    s_sleep_ms(100); /* asleep first: the kernel wakes it first */
+    pid_t other = s_spawn(s_child_get_two_bytes, name);
+    s_sleep_ms(100);
+    assert_true(small > 0 && other > 0);
+    double t0 = dmp__now();
+    assert_ok(dmp__ring_put(ring, "hi", 2, 0));
+    assert_int_equal(s_reap(other), 0);
+    double took = dmp__now() - t0;
+    assert_int_equal(s_reap(small), 0);
+    if (took > 0.5)
+        fail_msg("the second getter got the item %.3f s after the put", took);
+    s_destroy(&ring, name);
+}
+
 /* ---- wrap-around ----------------------------------------------------- */
 
 static void
@@ -1740,6 +1795,65 @@ test_ring_get_returns_eof_when_the_writer_process_dies(void **state)
     s_destroy(&ring, name);
 }
 
+/* A getter that never spins (one CPU: spinning would only delay the
+ * writer) waiting for ever: the writer's death is noticed by the re-check
+ * after a sleep, not by a wake-up (a dead process wakes nobody). */
+static int
+s_child_get_until_eof(void *arg)
+{
+    dmp__ring_t *ring = NULL;
+    if (dmp__ring_open(arg, &ring) != 0)
+        return 2;
+    uint8_t *data = NULL;
+    size_t len = 0;
+    int rc = dmp__ring_get(ring, &data, &len, 5.0); /* the writer's item */
+    bool bye = rc == 0 && len == 3 && memcmp(data, "bye", 3) == 0;
+    dmp__free(data);
+    data = NULL;
+    if (bye)
+        rc = dmp__ring_get(ring, &data, &len, DMP_FOREVER);
+    dmp__free(data);
+    dmp__ring_close(&ring);
+    return !bye ? 3 : rc == DMP_EEOF ? 0 : 4;
+}
+
+static void
+test_ring_getter_on_one_cpu_sees_eof_when_the_writer_dies(void **state)
+{
+    (void)state;
+    char name[96];
+    s_name(name, sizeof name, "eofonecpu");
+    dmp__ring_t *ring = s_create(name, 0, 0);
+    cpu_set_t all, one;
+    assert_int_equal(sched_getaffinity(0, sizeof all, &all), 0);
+    CPU_ZERO(&one);
+    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
+        if (CPU_ISSET(cpu, &all)) {
+            CPU_SET(cpu, &one);
+            break;
+        }
+    /* The children inherit the one CPU and count it afresh. */
+    assert_int_equal(sched_setaffinity(0, sizeof one, &one), 0);
+    pid_t writer = s_spawn(s_child_hold_then_exit, name);
+    s_sleep_ms(50); /* the writer holds the ring before the getter sleeps */
+    pid_t getter = s_spawn(s_child_get_until_eof, name);
+    assert_int_equal(sched_setaffinity(0, sizeof all, &all), 0);
+    assert_true(writer > 0 && getter > 0);
+    assert_int_equal(s_reap(writer), 0);
+    /* The getter sleeps for ever unless its re-checks notice the death. */
+    double t0 = dmp__now();
+    int st = -1;
+    while (dmp__now() - t0 < 5.0 && waitpid(getter, &st, WNOHANG) == 0)
+        s_sleep_ms(10);
+    if (st == -1)
+        fail_msg("the getter still waits %.1f s after its writer died",
+                 dmp__now() - t0);
+    s_untrack(getter);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    s_destroy(&ring, name);
+}
+
 /* ---- counters and notify --------------------------------------------- */
 
 static void
@@ -2004,6 +2118,7 @@ main(int argc, char **argv)
         T(test_ring_blocked_get_wakes_when_another_process_puts),
         T(test_ring_full_ring_blocks_put_until_a_get_frees_a_slot),
         T(test_ring_hands_every_item_over_without_a_lost_wake_up),
+        T(test_ring_getter_that_leaves_the_item_passes_its_wake_on),
         T(test_ring_wraps_around_with_random_sizes),
         T(test_ring_streams_random_sizes_between_processes),
         T(test_ring_big_item_goes_out_of_line_and_back),
@@ -2020,6 +2135,7 @@ main(int argc, char **argv)
         T(test_ring_get_returns_eof_once_the_last_writer_closes),
         T(test_ring_close_writer_wakes_a_blocked_getter_with_eof),
         T(test_ring_get_returns_eof_when_the_writer_process_dies),
+        T(test_ring_getter_on_one_cpu_sees_eof_when_the_writer_dies),
         T(test_ring_count_and_seq_follow_puts_and_gets),
         T(test_ring_notify_writes_one_byte_per_put_and_get),
         T(test_ring_create_and_open_reject_bad_arguments),
