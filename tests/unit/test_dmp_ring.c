@@ -789,18 +789,9 @@ s_child_get_too_small(void *arg)
 }
 
 static int
-s_child_get_two_bytes(void *arg)
+s_child_get_hi(void *arg)
 {
-    dmp__ring_t *ring = NULL;
-    if (dmp__ring_open(arg, &ring) != 0)
-        return 2;
-    uint8_t *data = NULL;
-    size_t len = 0;
-    int rc = dmp__ring_get(ring, &data, &len, 5.0);
-    bool ok = rc == 0 && len == 2 && memcmp(data, "hi", 2) == 0;
-    dmp__free(data);
-    dmp__ring_close(&ring);
-    return ok ? 0 : 3;
+    return s_child_get_check(arg, 2, 'h');
 }
 
 static void
@@ -812,7 +803,7 @@ test_ring_getter_that_leaves_the_item_passes_its_wake_on(void **state)
     dmp__ring_t *ring = s_create(name, 0, 0);
     pid_t small = s_spawn(s_child_get_too_small, name);
     s_sleep_ms(100); /* asleep first: the kernel wakes it first */
-    pid_t other = s_spawn(s_child_get_two_bytes, name);
+    pid_t other = s_spawn(s_child_get_hi, name);
     s_sleep_ms(100);
     assert_true(small > 0 && other > 0);
     double t0 = dmp__now();
