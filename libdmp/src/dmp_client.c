@@ -472,7 +472,10 @@ dmp__client_request(dmp_client_t *c, const char *node, dmp__msg_t *req,
         return rc;
     s_pending_t pending = {.id = id};
     pthread_mutex_lock(&c->lock);
-    if (c->lost && !c->io_started) {
+    /* A direct link that was lost stays lost (its owner makes a new one),
+     * and one lost before this request was listed would never answer it:
+     * the loss completed only the requests listed then. */
+    if (c->lost && (!c->io_started || c->caller_reads)) {
         pthread_mutex_unlock(&c->lock);
         dmp__free(buf);
         return DMP_ENODE;

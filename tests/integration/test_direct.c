@@ -200,6 +200,71 @@ test_data_goes_straight_to_the_owner(void **state)
     assert_true(alive); /* else the test proved nothing */
 }
 
+/* A request made on a link after its loss was seen is refused at once.
+ * Right after the loss ZeroMQ may still hold the connection's pipe, so a
+ * send can succeed that nothing will ever answer (with DMP_FOREVER, as a
+ * Value's get waits: for ever). The request is made from the loss's own
+ * callback, the earliest moment a caller can know nothing about it. */
+typedef struct {
+    dmp_client_t *link;
+    int rc;
+    double took;
+    bool done;
+} s_after_loss_t;
+
+static void
+s_request_after_loss(const dmp__msg_t *msg, void *arg)
+{
+    s_after_loss_t *a = arg;
+    if (msg)
+        return;
+    double t0 = dmp__now();
+    a->rc = dmp_client_ping(a->link); /* its default timeout: 10 s */
+    a->took = dmp__now() - t0;
+    __atomic_store_n(&a->done, true, __ATOMIC_SEQ_CST);
+}
+
+static bool
+s_after_loss_done(void *arg)
+{
+    return __atomic_load_n(&((s_after_loss_t *)arg)->done, __ATOMIC_SEQ_CST);
+}
+
+static void
+test_a_lost_link_refuses_requests_at_once(void **state)
+{
+    (void)state;
+    dmp__keypair_t kp;
+    char pub[DMP__Z85_KEY_LEN + 1], err[512] = "";
+    assert_dmp_ok(dmp__key_load_secret(s_c.sb->client_key, &kp, err,
+                                       sizeof err));
+    assert_dmp_ok(dmp__key_load_public(s_c.agents[2]->pub_file, pub, err,
+                                       sizeof err));
+    for (int round = 0; round < 3; round++) {
+        dmp_client_t *link = NULL;
+        int rc = dmp__client_connect_keys(NULL, s_c.agents[2]->address, &kp,
+                                          pub, &link, err, sizeof err);
+        if (rc)
+            print_error("# %s\n", err);
+        assert_dmp_ok(rc);
+        static s_after_loss_t a;
+        a = (s_after_loss_t){.link = link};
+        dmp__client_on_event(link, s_request_after_loss, &a);
+        assert_dmp_ok(dmp_client_ping(link));
+        dmp_test_agent_kill(s_c.agents[2]);
+        assert_true(dmp_test_wait_until(s_after_loss_done, &a, 15.0));
+        print_message("# round %d: a request after the loss: %s in %.3f s\n",
+                      round, dmp_err_name(a.rc), a.took);
+        assert_dmp_err(a.rc, DMP_ENODE);
+        if (a.took > 1.0)
+            fail_msg("a request on the lost link waited %.1f s", a.took);
+        dmp_client_destroy(&link);
+        assert_dmp_ok(dmp_test_agent_start(s_c.agents[2]));
+        assert_dmp_ok(dmp_test_agents_wait_alive(s_c.agents, 3, 10.0));
+    }
+    dmp__keypair_wipe(&kp);
+}
+
 static int
 s_direct(dmp_client_t *c, uint32_t op, uint32_t pid, const char *to)
 {
@@ -261,6 +326,7 @@ main(void)
             test_owner_admits_the_childs_key_and_forgets_it_when_it_ends),
         cmocka_unit_test(test_only_local_processes_ask_and_only_peers_vouch),
         cmocka_unit_test(test_data_goes_straight_to_the_owner),
+        cmocka_unit_test(test_a_lost_link_refuses_requests_at_once),
     };
     return cmocka_run_group_tests_name("direct links", tests, s_up, s_down);
 }
