@@ -597,8 +597,10 @@ s_room(dmp__ring_t *r, const s_state_t *ns, uint64_t need, uint64_t *skip,
     if (!fresh && s_fits(r, ns, put->seen_pos, put->seen_n, need, skip))
         return true;
     s_state_t g = s_state(&r->hdr->get);
-    put->seen_pos = g.pos;
-    put->seen_n = g.n;
+    /* Atomic only for an opener's check (s_validate), which reads them
+     * without the lock. */
+    __atomic_store_n(&put->seen_pos, g.pos, __ATOMIC_RELAXED);
+    __atomic_store_n(&put->seen_n, g.n, __ATOMIC_RELAXED);
     return s_fits(r, ns, g.pos, g.n, need, skip);
 }
 
@@ -612,8 +614,8 @@ s_has_item(dmp__ring_t *r, uint64_t head, bool fresh)
     if (!fresh && get->seen_pos > head)
         return true;
     s_state_t p = s_state(&r->hdr->put);
-    get->seen_pos = p.pos;
-    get->seen_n = p.n;
+    __atomic_store_n(&get->seen_pos, p.pos, __ATOMIC_RELAXED); /* as above */
+    __atomic_store_n(&get->seen_n, p.n, __ATOMIC_RELAXED);
     return p.pos > head;
 }
 
