@@ -415,20 +415,25 @@ test_ring_put_rejects_item_over_item_max(void **state)
     s_destroy(&ring, name);
 }
 
-/* In a child: gets one item from ring `name` (5 s at most). Its result,
- * the item's length and first byte (-1: none); -ENOENT when the ring
- * cannot be opened. */
+/* In a child: gets one item of at most `max` bytes from ring `name`,
+ * waiting up to `timeout`. Its result, the item's length (also when too
+ * big) and first byte (-1: none), and whether it equals `want` (NULL: not
+ * asked); -ENOENT when the ring cannot be opened. */
 static int
-s_get_once(const char *name, size_t *len_p, int *first_p)
+s_get_once(const char *name, size_t max, double timeout, size_t *len_p,
+           int *first_p, const char *want, bool *same_p)
 {
     dmp__ring_t *ring = NULL;
     if (dmp__ring_open(name, &ring) != 0)
         return -ENOENT;
     uint8_t *data = NULL;
     size_t len = 0;
-    int rc = dmp__ring_get(ring, &data, &len, 5.0);
+    int rc = dmp__ring_get_max(ring, &data, &len, timeout, max);
     *len_p = len;
     *first_p = rc == 0 && len ? data[0] : -1;
+    if (want)
+        *same_p = rc == 0 && len == strlen(want) &&
+                  memcmp(data, want, len) == 0;
     dmp__free(data);
     dmp__ring_close(&ring);
     return rc;
@@ -564,7 +569,7 @@ s_child_get_check(const char *name, size_t want_len, int want_first)
 {
     size_t len;
     int first;
-    int rc = s_get_once(name, &len, &first);
+    int rc = s_get_once(name, SIZE_MAX, 5.0, &len, &first, NULL, NULL);
     if (rc == -ENOENT)
         return 2;
     bool ok = rc == 0 && len == want_len &&
@@ -698,6 +703,20 @@ test_ring_full_ring_blocks_put_until_a_get_frees_a_slot(void **state)
 
 /* ---- hand-offs between the two sides --------------------------------- */
 
+/* The CPUs this process may run on (*all) and the first of them (*one),
+ * for tests that pin processes to one CPU. */
+static void
+s_first_cpu(cpu_set_t *all, cpu_set_t *one)
+{
+    assert_int_equal(sched_getaffinity(0, sizeof *all, all), 0);
+    CPU_ZERO(one);
+    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
+        if (CPU_ISSET(cpu, all)) {
+            CPU_SET(cpu, one);
+            return;
+        }
+}
+
 /* A putter and a getter that each wait for the other on every item: a
  * queue of one item (maxsize 1). First with both processes on one CPU, so
  * that each sleeps in the kernel and is preempted anywhere in put and get,
@@ -731,13 +750,7 @@ test_ring_hands_every_item_over_without_a_lost_wake_up(void **state)
 {
     (void)state;
     cpu_set_t all, one;
-    assert_int_equal(sched_getaffinity(0, sizeof all, &all), 0);
-    CPU_ZERO(&one);
-    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
-        if (CPU_ISSET(cpu, &all)) {
-            CPU_SET(cpu, &one);
-            break;
-        }
+    s_first_cpu(&all, &one);
     for (int round = 0; round < 2; round++) {
         cpu_set_t *cpus = round == 0 ? &one : &all;
         assert_int_equal(sched_setaffinity(0, sizeof *cpus, cpus), 0);
@@ -777,15 +790,10 @@ test_ring_hands_every_item_over_without_a_lost_wake_up(void **state)
 static int
 s_child_get_too_small(void *arg)
 {
-    dmp__ring_t *ring = NULL;
-    if (dmp__ring_open(arg, &ring) != 0)
-        return 2;
-    uint8_t *data = NULL;
-    size_t len = 0;
-    int rc = dmp__ring_get_max(ring, &data, &len, 5.0, 1);
-    dmp__free(data);
-    dmp__ring_close(&ring);
-    return rc == -EMSGSIZE && len == 2 ? 0 : 3;
+    size_t len;
+    int first;
+    int rc = s_get_once(arg, 1, 5.0, &len, &first, NULL, NULL);
+    return rc == -ENOENT ? 2 : rc == -EMSGSIZE && len == 2 ? 0 : 3;
 }
 
 static int
@@ -1725,7 +1733,7 @@ s_child_get_expect_eof(void *arg)
 {
     size_t len;
     int first;
-    int rc = s_get_once(arg, &len, &first);
+    int rc = s_get_once(arg, SIZE_MAX, 5.0, &len, &first, NULL, NULL);
     return rc == -ENOENT ? 2 : rc == DMP_EEOF ? 0 : 3;
 }
 
@@ -1792,20 +1800,14 @@ test_ring_get_returns_eof_when_the_writer_process_dies(void **state)
 static int
 s_child_get_until_eof(void *arg)
 {
-    dmp__ring_t *ring = NULL;
-    if (dmp__ring_open(arg, &ring) != 0)
-        return 2;
-    uint8_t *data = NULL;
-    size_t len = 0;
-    int rc = dmp__ring_get(ring, &data, &len, 5.0); /* the writer's item */
-    bool bye = rc == 0 && len == 3 && memcmp(data, "bye", 3) == 0;
-    dmp__free(data);
-    data = NULL;
-    if (bye)
-        rc = dmp__ring_get(ring, &data, &len, DMP_FOREVER);
-    dmp__free(data);
-    dmp__ring_close(&ring);
-    return !bye ? 3 : rc == DMP_EEOF ? 0 : 4;
+    size_t len;
+    int first;
+    bool bye = false;
+    int rc = s_get_once(arg, SIZE_MAX, 5.0, &len, &first, "bye", &bye);
+    if (rc == -ENOENT || !bye)
+        return rc == -ENOENT ? 2 : 3;
+    rc = s_get_once(arg, SIZE_MAX, DMP_FOREVER, &len, &first, NULL, NULL);
+    return rc == DMP_EEOF ? 0 : 4;
 }
 
 static void
@@ -1816,13 +1818,7 @@ test_ring_getter_on_one_cpu_sees_eof_when_the_writer_dies(void **state)
     s_name(name, sizeof name, "eofonecpu");
     dmp__ring_t *ring = s_create(name, 0, 0);
     cpu_set_t all, one;
-    assert_int_equal(sched_getaffinity(0, sizeof all, &all), 0);
-    CPU_ZERO(&one);
-    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
-        if (CPU_ISSET(cpu, &all)) {
-            CPU_SET(cpu, &one);
-            break;
-        }
+    s_first_cpu(&all, &one);
     /* The children inherit the one CPU and count it afresh. */
     assert_int_equal(sched_setaffinity(0, sizeof one, &one), 0);
     pid_t writer = s_spawn(s_child_hold_then_exit, name);
