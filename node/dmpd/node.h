@@ -38,6 +38,8 @@ typedef struct {
     unsigned long long value;          /* RLIM_INFINITY: "unlimited" */
 } node_rlimit_t;
 
+#define NODE_BUSY_POLL_US 300 /* default: node_poll.c */
+
 typedef struct {
     char name[DMP__NAME_MAX];          /* node name */
     char listen[DMP__ADDR_MAX];        /* tcp endpoint to bind, or "" */
@@ -50,6 +52,7 @@ typedef struct {
     size_t n_peers;
     double heartbeat;                  /* seconds between heartbeats */
     unsigned liveness;                 /* missed heartbeats before dead */
+    unsigned busy_poll_us;             /* node_poll.c; 0: never poll */
     int control_fd;                    /* embedded mode: parent's link */
     bool embedded;                     /* private agent of one program */
     dmp_log_level_t log_level;
@@ -404,7 +407,21 @@ struct node {
     int wake_fd;                /* read end of RUNTIME_DIR/wake.fifo */
     int wake_wfd;               /* a write end we hold so it never EOFs */
     char wake_path[PATH_MAX];
+    double poll_until;          /* node_poll.c: polling until (0: not) */
+    bool poll_hit;              /* something came while polling */
+    unsigned poll_misses;       /* windows in a row that saw nothing */
+    unsigned poll_skips;        /* windows not opened since the misses */
 };
+
+/* ---- busy polling (node_poll.c) ------------------------------------- */
+/* A pipe was served: poll without sleeping for busy_poll_us from now
+ * (extending an open window), unless recent windows saw nothing. */
+void node_poll_soon(node_t *node, double now);
+/* Whether the loop polls without waiting now; closes a window past its
+ * end, counting it as a miss when nothing came while it was open. */
+bool node_poll_now(node_t *node, double now);
+/* The loop's poll returned `events` (polled: with no wait). */
+void node_poll_saw(node_t *node, bool polled, int events);
 
 /* Sets up everything, runs until SIGTERM/SIGINT or the control fd closes,
  * tears down. Returns the process exit status. */

@@ -38,6 +38,9 @@ static const char s_usage[] =
     "      --heartbeat SEC     seconds between heartbeats (default 1)\n"
     "      --liveness N        missed heartbeats before a peer is dead\n"
     "                          (default 3)\n"
+    "      --busy-poll US      after serving a pipe to another host, poll\n"
+    "                          this long without sleeping for what comes\n"
+    "                          next (default 300; 0: never)\n"
     "  -v, --verbose           log debug lines too\n"
     "  -q, --quiet             log warnings and errors only\n"
     "  -h, --help              this text\n"
@@ -45,9 +48,8 @@ static const char s_usage[] =
     "\n"
     "Config file: one 'key = value' a line, keys as the long options\n"
     "(name, listen, advertise, peer, key, keys_dir, runtime_dir, cache_dir,\n"
-    "heartbeat, "
-    "liveness, log_level = error|warn|info|debug), and for the jobs it\n"
-    "starts: job_user = NAME (needs root), job_rlimit_nofile,\n"
+    "heartbeat, liveness, busy_poll, log_level = error|warn|info|debug), and\n"
+    "for the jobs it starts: job_user = NAME (needs root), job_rlimit_nofile,\n"
     "job_rlimit_as (K/M/G/T), job_rlimit_cpu (seconds), job_rlimit_nproc\n"
     "(a number or 'unlimited').\n";
 
@@ -126,6 +128,14 @@ s_set(const char *key, const char *value, void *arg, char *err,
             return DMP_ECONFIG;
         }
         cfg->liveness = (unsigned)n;
+    } else if (strcmp(key, "busy_poll") == 0 ||
+               strcmp(key, "busy-poll") == 0) {
+        if (dmp__parse_uint(value, 1000000, &n) != 0) {
+            snprintf(err, errlen, "invalid busy_poll '%s': microseconds "
+                     "from 0 (never) to 1000000", value);
+            return DMP_ECONFIG;
+        }
+        cfg->busy_poll_us = (unsigned)n;
     } else if (strcmp(key, "log_level") == 0) {
         static const char *const levels[] = {"error", "warn", "info",
                                              "debug"};
@@ -152,6 +162,7 @@ s_defaults(node_config_t *cfg)
     memset(cfg, 0, sizeof *cfg);
     cfg->heartbeat = 1.0;
     cfg->liveness = 3;
+    cfg->busy_poll_us = NODE_BUSY_POLL_US;
     cfg->control_fd = -1;
     cfg->log_level = DMP_LOG_INFO;
 }
@@ -212,8 +223,8 @@ s_finish(node_config_t *cfg)
 int
 node_config_load(node_config_t *cfg, int argc, char **argv)
 {
-    enum { OPT_ADVERTISE = 256, OPT_CACHE_DIR, OPT_HEARTBEAT, OPT_LIVENESS, OPT_VERSION,
-           OPT_EMBEDDED, OPT_CONTROL_FD };
+    enum { OPT_ADVERTISE = 256, OPT_CACHE_DIR, OPT_HEARTBEAT, OPT_LIVENESS,
+           OPT_BUSY_POLL, OPT_VERSION, OPT_EMBEDDED, OPT_CONTROL_FD };
     static const struct option longopts[] = {
         {"config", required_argument, 0, 'c'},
         {"name", required_argument, 0, 'n'},
@@ -226,6 +237,7 @@ node_config_load(node_config_t *cfg, int argc, char **argv)
         {"cache-dir", required_argument, 0, OPT_CACHE_DIR},
         {"heartbeat", required_argument, 0, OPT_HEARTBEAT},
         {"liveness", required_argument, 0, OPT_LIVENESS},
+        {"busy-poll", required_argument, 0, OPT_BUSY_POLL},
         {"verbose", no_argument, 0, 'v'},
         {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},
@@ -265,6 +277,7 @@ node_config_load(node_config_t *cfg, int argc, char **argv)
         case OPT_CACHE_DIR: key = "cache_dir"; break;
         case OPT_HEARTBEAT: key = "heartbeat"; break;
         case OPT_LIVENESS: key = "liveness"; break;
+        case OPT_BUSY_POLL: key = "busy_poll"; break;
         case 'v': cfg->log_level = DMP_LOG_DEBUG; continue;
         case 'q': cfg->log_level = DMP_LOG_WARN; continue;
         case 'h': fputs(s_usage, stdout); return 0;

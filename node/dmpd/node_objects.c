@@ -621,6 +621,8 @@ node_objects_ring_op(node_t *node, const dmp__msg_t *req,
         s_reply(node, from, req->id, -EBADF, NULL, 0, 0, 0, 0);
         return;
     }
+    if (o->type == DMP__OBJ_PIPE)
+        node_poll_soon(node, dmp__now()); /* its answer may come soon */
     uint32_t op = req->u.ring_op.op;
     if (op == DMP__RING_CLOSE_WRITER && req->u.ring_op.died) {
         /* Its node saw it die; what it sent over its own link may still
@@ -777,6 +779,8 @@ node_objects_retry(node_t *node)
         }
         if (!s_try(node, &p->from, p->req_id, p->obj, p->ring, p->op,
                    p->data, p->len, !expired, &p->done)) {
+            if (p->obj->type == DMP__OBJ_PIPE)
+                node_poll_soon(node, now); /* and so may the next one */
             s_unpark(node, pp); /* answered: done, or Full/Empty/timeout */
             continue;
         }

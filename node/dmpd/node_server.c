@@ -568,11 +568,14 @@ node_run(node_t *node)
         double acks = node_objects_acks_due(node);
         if (acks < wait)
             wait = acks;
-        if (zmq_poll(items, (int)n_items, dmp__timeout_ms(wait)) < 0 &&
-            errno != EINTR) {
+        bool polling = node_poll_now(node, dmp__now());
+        int n_events = zmq_poll(items, (int)n_items,
+                                polling ? 0 : dmp__timeout_ms(wait));
+        if (n_events < 0 && errno != EINTR) {
             error_f("poll failed: %s", zmq_strerror(errno));
             break;
         }
+        node_poll_saw(node, polling, n_events);
         for (size_t i = 0; i < n_items; i++) {
             /* A closed control socket shows as POLLERR (HUP), not POLLIN. */
             if (!(items[i].revents & (ZMQ_POLLIN | ZMQ_POLLERR)))
