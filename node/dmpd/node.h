@@ -408,17 +408,20 @@ struct node {
     int wake_wfd;               /* a write end we hold so it never EOFs */
     char wake_path[PATH_MAX];
     double poll_until;          /* node_poll.c: polling until (0: not) */
-    bool poll_hit;              /* something came while polling */
-    unsigned poll_misses;       /* windows in a row that saw nothing */
-    unsigned poll_skips;        /* windows not opened since the misses */
+    bool poll_hit;              /* this window paid */
+    bool poll_waited;           /* a polled round found nothing since the
+                                 * last serve */
+    unsigned poll_rounds;       /* polled rounds in this window */
+    unsigned poll_misses;       /* windows in a row that did not pay */
+    unsigned poll_skips;        /* serves since then */
 };
 
 /* ---- busy polling (node_poll.c) ------------------------------------- */
 /* A pipe was served: poll without sleeping for busy_poll_us from now
- * (extending an open window), unless recent windows saw nothing. */
+ * (extending an open window), unless recent windows did not pay. */
 void node_poll_soon(node_t *node, double now);
 /* Whether the loop polls without waiting now; closes a window past its
- * end, counting it as a miss when nothing came while it was open. */
+ * end, counting it as a miss when it polled and did not pay. */
 bool node_poll_now(node_t *node, double now);
 /* The loop's poll returned `events` (polled: with no wait). */
 void node_poll_saw(node_t *node, bool polled, int events);

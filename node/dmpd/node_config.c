@@ -38,9 +38,10 @@ static const char s_usage[] =
     "      --heartbeat SEC     seconds between heartbeats (default 1)\n"
     "      --liveness N        missed heartbeats before a peer is dead\n"
     "                          (default 3)\n"
-    "      --busy-poll US      after serving a pipe to another host, poll\n"
-    "                          this long without sleeping for what comes\n"
-    "                          next (default 300; 0: never)\n"
+    "      --busy-poll US      after serving a pipe to a remote process,\n"
+    "                          poll this long without sleeping for what\n"
+    "                          comes next (default 300, at most 100000;\n"
+    "                          0: never)\n"
     "  -v, --verbose           log debug lines too\n"
     "  -q, --quiet             log warnings and errors only\n"
     "  -h, --help              this text\n"
@@ -130,9 +131,9 @@ s_set(const char *key, const char *value, void *arg, char *err,
         cfg->liveness = (unsigned)n;
     } else if (strcmp(key, "busy_poll") == 0 ||
                strcmp(key, "busy-poll") == 0) {
-        if (dmp__parse_uint(value, 1000000, &n) != 0) {
+        if (dmp__parse_uint(value, 100000, &n) != 0) {
             snprintf(err, errlen, "invalid busy_poll '%s': microseconds "
-                     "from 0 (never) to 1000000", value);
+                     "from 0 (never) to 100000", value);
             return DMP_ECONFIG;
         }
         cfg->busy_poll_us = (unsigned)n;

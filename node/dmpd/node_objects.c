@@ -544,6 +544,15 @@ s_is_put(uint32_t op)
     return op == DMP__RING_PUT || op == DMP__RING_PUT_BATCH;
 }
 
+/* A message sent or asked for: on a pipe, another is likely to follow
+ * soon (node_poll.c); holds, closes and counts say nothing of that. */
+static bool
+s_converses(uint32_t op)
+{
+    return s_is_put(op) || op == DMP__RING_PUT_PART ||
+           op == DMP__RING_GET || op == DMP__RING_POLL;
+}
+
 /* Whether a put of sender to o's ring is parked before `upto` (NULL: at
  * all). A sender's batches may be on their way several at once (a pipe's
  * sends, dmp_feeder.c): each waits behind the ones before it. */
@@ -621,9 +630,9 @@ node_objects_ring_op(node_t *node, const dmp__msg_t *req,
         s_reply(node, from, req->id, -EBADF, NULL, 0, 0, 0, 0);
         return;
     }
-    if (o->type == DMP__OBJ_PIPE)
-        node_poll_soon(node, dmp__now()); /* its answer may come soon */
     uint32_t op = req->u.ring_op.op;
+    if (o->type == DMP__OBJ_PIPE && s_converses(op))
+        node_poll_soon(node, dmp__now()); /* its answer may come soon */
     if (op == DMP__RING_CLOSE_WRITER && req->u.ring_op.died) {
         /* Its node saw it die; what it sent over its own link may still
          * be on its way, or parked here: EOF only after that. */
@@ -779,7 +788,8 @@ node_objects_retry(node_t *node)
         }
         if (!s_try(node, &p->from, p->req_id, p->obj, p->ring, p->op,
                    p->data, p->len, !expired, &p->done)) {
-            if (p->obj->type == DMP__OBJ_PIPE)
+            if (p->obj->type == DMP__OBJ_PIPE && s_converses(p->op) &&
+                !expired)
                 node_poll_soon(node, now); /* and so may the next one */
             s_unpark(node, pp); /* answered: done, or Full/Empty/timeout */
             continue;

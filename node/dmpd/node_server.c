@@ -556,21 +556,21 @@ node_run(node_t *node)
         size_t first_hold = n_items;
         n_items += node_holds_poll_items(node, items + n_items,
                                          NODE_HOLD_FDS_MAX);
-        double wait = next_tick - dmp__now();
-        if (node->parked) {
+        /* Busy polling (node_poll.c): no wait, so no deadlines to find. */
+        bool polling = node_poll_now(node, dmp__now());
+        double wait = polling ? 0 : next_tick - dmp__now();
+        if (node->parked && !polling) {
             double park = node_objects_next_deadline(node);
             if (park < wait)
                 wait = park;
         }
-        double shared = node_shared_next_deadline(node);
+        double shared = polling ? 0 : node_shared_next_deadline(node);
         if (shared < wait)
             wait = shared;
-        double acks = node_objects_acks_due(node);
+        double acks = node_objects_acks_due(node); /* sends those due */
         if (acks < wait)
             wait = acks;
-        bool polling = node_poll_now(node, dmp__now());
-        int n_events = zmq_poll(items, (int)n_items,
-                                polling ? 0 : dmp__timeout_ms(wait));
+        int n_events = zmq_poll(items, (int)n_items, dmp__timeout_ms(wait));
         if (n_events < 0 && errno != EINTR) {
             error_f("poll failed: %s", zmq_strerror(errno));
             break;
@@ -629,7 +629,8 @@ node_run(node_t *node)
             node_stage_tick(node, dmp__now());
             next_tick = dmp__now() + node->cfg.heartbeat;
         }
-        node_fdguard_check(node); /* before libzmq's accept runs out */
+        if (!polling || n_events > 0) /* a round that found nothing: no */
+            node_fdguard_check(node); /* before libzmq's accept runs out */
     }
     info_f("stopped");
     s_teardown(node);

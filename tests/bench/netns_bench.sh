@@ -11,8 +11,10 @@
 # same veth as dmp's traffic. Prints each cross-host number of each run as
 # `netns_NAME value unit` (tests/bench/run.sh takes the medians and puts
 # them in its table).
-# Needs root and `ip netns`; otherwise prints a note and exits 0. The
-# namespaces, agents and the temporary directory go on any exit.
+# DMP_BENCH_DMPD_ARGS: more options for both agents (say --busy-poll 0,
+# to compare). Needs root and `ip netns`; otherwise prints a note and
+# exits 0. The namespaces, agents and the temporary directory go on any
+# exit.
 set -u
 
 B="${DMP_BUILD:-build}"
@@ -73,8 +75,9 @@ keys_dir    = $K
 runtime_dir = $T/run/node$i
 peer        = node$other@tcp://10.78.0.$other:7700
 EOF
+    # shellcheck disable=SC2086 # options, split on purpose
     ip netns exec "$NS-H$i" "$B/bin/dmpd" -c "$T/node$i.conf" \
-        >"$T/node$i.log" 2>&1 &
+        ${DMP_BENCH_DMPD_ARGS:-} >"$T/node$i.log" 2>&1 &
     pids+=($!)
 done
 
