@@ -407,6 +407,9 @@ struct node {
     int wake_fd;                /* read end of RUNTIME_DIR/wake.fifo */
     int wake_wfd;               /* a write end we hold so it never EOFs */
     char wake_path[PATH_MAX];
+    uint64_t served;            /* requests served, for: */
+    uint64_t served_last_tick;  /* ... at the last heartbeat tick */
+    uint64_t served_trimmed;    /* ... when memory was last trimmed */
     double poll_until;          /* node_poll.c: polling until (0: not) */
     bool poll_hit;              /* this window paid */
     bool poll_waited;           /* a polled round found nothing since the

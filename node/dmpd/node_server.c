@@ -13,6 +13,8 @@
 #define _GNU_SOURCE
 #include "node.h"
 
+#include <malloc.h>
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sodium.h>
@@ -189,6 +191,8 @@ s_dispatch(node_t *node, void *sock, zmq_msg_t *rid, const char *user_id,
     rep.id = req->id;
     rep.version = DMP_PROTOCOL_VERSION;
     bool tcp = sock == node->tcp;
+    if (req->kind != DMP__MSG_HEARTBEAT)
+        node->served++; /* see s_trim_when_quiet */
     node_sub_t from = {.sock = sock};
     from.rid_len = zmq_msg_size(rid) < sizeof from.rid ? zmq_msg_size(rid)
                                                         : sizeof from.rid;
@@ -506,6 +510,21 @@ s_teardown(node_t *node)
     dmp__keypair_wipe(&node->kp);
 }
 
+/* Once a heartbeat passed with no request after some were served: the
+ * memory that burst freed goes back to the system (the arena keeps it
+ * otherwise, scattered among what stays live), so an idle agent is
+ * small again. Not while requests come: they would fault it back in. */
+static void
+s_trim_when_quiet(node_t *node)
+{
+    if (node->served == node->served_last_tick &&
+        node->served != node->served_trimmed) {
+        malloc_trim(0);
+        node->served_trimmed = node->served;
+    }
+    node->served_last_tick = node->served;
+}
+
 int
 node_run(node_t *node)
 {
@@ -627,6 +646,7 @@ node_run(node_t *node)
             node_shared_tick(node);
             node_holds_tick(node);
             node_stage_tick(node, dmp__now());
+            s_trim_when_quiet(node);
             next_tick = dmp__now() + node->cfg.heartbeat;
         }
         if (!polling || n_events > 0) /* a round that found nothing: no */
