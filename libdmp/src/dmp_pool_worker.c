@@ -139,7 +139,8 @@ s_run_item(s_worker_t *w, const uint8_t *item, size_t len)
 {
     dmp_value_t *arg = NULL, *res = NULL;
     int code;
-    char text[DMP__TEXT_MAX] = "";
+    char text[DMP__TEXT_MAX]; /* set wherever code is set non-zero */
+    text[0] = '\0';
     if (!w->fn) {
         code = -EINVAL;
         snprintf(text, sizeof text, "no task '%s' in this executable "
