@@ -8,7 +8,6 @@
 #define _GNU_SOURCE
 #include "node.h"
 
-#include <malloc.h>
 #include <sodium.h>
 #include <stdlib.h>
 
@@ -23,12 +22,6 @@ s_lib_log(dmp_log_level_t level, const char *msg, void *arg)
 int
 main(int argc, char **argv)
 {
-    /* One malloc arena for the loop and libzmq's threads: what a burst
-     * of traffic allocated on the I/O thread and freed here then comes
-     * back to the system with the rest (s_trim_when_quiet), instead of
-     * staying in an arena of its own; the agent's few threads hardly
-     * contend for it. */
-    mallopt(M_ARENA_MAX, 1);
     static node_t node; /* large (peer addresses); keep it off the stack */
     int status = node_config_load(&node.cfg, argc, argv);
     if (status >= 0)
