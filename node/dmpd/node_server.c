@@ -13,9 +13,9 @@
 #define _GNU_SOURCE
 #include "node.h"
 
-#include <malloc.h>
-
 #include <fcntl.h>
+#include <malloc.h>
+#include <math.h>
 #include <signal.h>
 #include <sodium.h>
 #include <string.h>
@@ -577,15 +577,14 @@ node_run(node_t *node)
                                          NODE_HOLD_FDS_MAX);
         /* Busy polling (node_poll.c): no wait, so no deadlines to find. */
         bool polling = node_poll_now(node, dmp__now());
-        double wait = polling ? 0 : next_tick - dmp__now();
-        if (node->parked && !polling) {
-            double park = node_objects_next_deadline(node);
-            if (park < wait)
-                wait = park;
+        double wait = 0;
+        if (!polling) {
+            wait = next_tick - dmp__now();
+            double park = node->parked ? node_objects_next_deadline(node)
+                                       : INFINITY;
+            double shared = node_shared_next_deadline(node);
+            wait = fmin(wait, fmin(park, shared));
         }
-        double shared = polling ? 0 : node_shared_next_deadline(node);
-        if (shared < wait)
-            wait = shared;
         double acks = node_objects_acks_due(node); /* sends those due */
         if (acks < wait)
             wait = acks;

@@ -30,28 +30,42 @@ s_node(unsigned busy_poll_us)
     return node;
 }
 
+/* A pipe served at t: whether the loop polls then. */
+static bool
+s_serve(node_t *node, double t)
+{
+    node_poll_soon(node, t);
+    return node_poll_now(node, t);
+}
+
 /* One window opened at t in which the loop polls and nothing comes:
  * closed as a miss at its end. Returns whether it opened. */
 static bool
 s_empty_window(node_t *node, double t)
 {
-    node_poll_soon(node, t);
-    bool open = node_poll_now(node, t);
+    bool open = s_serve(node, t);
     if (open)
         node_poll_saw(node, true, 0);
     assert_false(node_poll_now(node, t + 301 * US));
     return open;
 }
 
+/* The window opened at t pays: polling waits for the next serve, which
+ * comes; then it ends. */
+static void
+s_pay_and_close(node_t *node, double t)
+{
+    node_poll_saw(node, true, 0);
+    node_poll_soon(node, t + 50 * US);
+    assert_false(node_poll_now(node, t + 351 * US));
+}
+
 /* One window in which polling waited for the next serve: it paid. */
 static void
 s_paid_window(node_t *node, double t)
 {
-    node_poll_soon(node, t);
-    assert_true(node_poll_now(node, t));
-    node_poll_saw(node, true, 0);
-    node_poll_soon(node, t + 50 * US);
-    assert_false(node_poll_now(node, t + 351 * US));
+    assert_true(s_serve(node, t));
+    s_pay_and_close(node, t);
 }
 
 static void
@@ -60,8 +74,7 @@ test_a_served_pipe_opens_a_window_that_ends(void **state)
     (void)state;
     node_t *node = s_node(300);
     assert_false(node_poll_now(node, 1.0)); /* nothing served yet */
-    node_poll_soon(node, 1.0);
-    assert_true(node_poll_now(node, 1.0));
+    assert_true(s_serve(node, 1.0));
     assert_true(node_poll_now(node, 1.0 + 299 * US));
     assert_false(node_poll_now(node, 1.0 + 300 * US));
     assert_false(node_poll_now(node, 1.0 + 299 * US)); /* stays closed */
@@ -93,13 +106,11 @@ test_a_late_serve_closes_the_old_window_first(void **state)
     node_t *node = s_node(300);
     double t = 1.0;
     for (int i = 0; i < 4; i++, t += 1.0) {
-        node_poll_soon(node, t);
-        assert_true(node_poll_now(node, t));
+        assert_true(s_serve(node, t));
         node_poll_saw(node, true, 0);
     }
     assert_false(node_poll_now(node, t));
-    node_poll_soon(node, t + 1.0);
-    assert_false(node_poll_now(node, t + 1.0)); /* 4 misses: off */
+    assert_false(s_serve(node, t + 1.0)); /* 4 misses: off */
     free(node);
 }
 
@@ -108,8 +119,7 @@ test_zero_never_polls(void **state)
 {
     (void)state;
     node_t *node = s_node(0);
-    node_poll_soon(node, 1.0);
-    assert_false(node_poll_now(node, 1.0));
+    assert_false(s_serve(node, 1.0));
     free(node);
 }
 
@@ -129,11 +139,9 @@ test_windows_that_do_not_pay_turn_it_off_but_for_probes(void **state)
     assert_int_equal(opened, 2);
 
     /* A probe that pays: every window opens again. */
-    while (node_poll_soon(node, t), !node_poll_now(node, t))
+    while (!s_serve(node, t))
         t += 1.0;
-    node_poll_saw(node, true, 0);
-    node_poll_soon(node, t + 50 * US);
-    assert_false(node_poll_now(node, t + 351 * US));
+    s_pay_and_close(node, t);
     for (int i = 0; i < 4; i++)
         assert_true(s_empty_window(node, t += 1.0));
     free(node);
@@ -167,14 +175,12 @@ test_other_traffic_does_not_pay(void **state)
     node_t *node = s_node(300);
     double t = 1.0;
     for (int i = 0; i < 4; i++, t += 1.0) {
-        node_poll_soon(node, t);
-        assert_true(node_poll_now(node, t));
+        assert_true(s_serve(node, t));
         node_poll_saw(node, true, 2);
         node_poll_saw(node, true, 1);
         assert_false(node_poll_now(node, t + 301 * US));
     }
-    node_poll_soon(node, t);
-    assert_false(node_poll_now(node, t)); /* 4 misses: off */
+    assert_false(s_serve(node, t)); /* 4 misses: off */
     free(node);
 }
 
@@ -188,15 +194,13 @@ test_only_rounds_that_polled_count(void **state)
     node_t *node = s_node(300);
     double t = 1.0;
     for (int i = 0; i < 4; i++, t += 1.0) {
-        node_poll_soon(node, t);
-        assert_true(node_poll_now(node, t));
+        assert_true(s_serve(node, t));
         node_poll_saw(node, true, 1);
         node_poll_soon(node, t + 10 * US); /* no empty round before it */
         node_poll_saw(node, true, 0);
         assert_false(node_poll_now(node, t + 400 * US));
     }
-    node_poll_soon(node, t);
-    assert_false(node_poll_now(node, t)); /* 4 misses: off */
+    assert_false(s_serve(node, t)); /* 4 misses: off */
 
     node_t *busy = s_node(300);
     for (int i = 0; i < 10; i++, t += 1.0) {
@@ -204,8 +208,7 @@ test_only_rounds_that_polled_count(void **state)
         node_poll_saw(busy, false, 5); /* the loop slept or was busy */
         assert_false(node_poll_now(busy, t + 301 * US));
     }
-    node_poll_soon(busy, t);
-    assert_true(node_poll_now(busy, t)); /* no miss counted */
+    assert_true(s_serve(busy, t)); /* no miss counted */
     free(busy);
     free(node);
 }
